@@ -1,0 +1,31 @@
+# `make demo` and `make test` create .venv on first use, install the package (editable) and run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATASET ?= cifar10
+
+.PHONY: demo test lab reproduce clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	# Register the venv's kernel so JupyterLab and papermill run notebooks with this environment.
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (amdim workbook)"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m amdim_lib demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+reproduce: $(STAMP)
+	$(PY) -m amdim_lib reproduce --dataset $(DATASET) --out runs/reproduce-$(DATASET)
+
+clean-venv:
+	rm -rf $(VENV)

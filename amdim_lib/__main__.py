@@ -1,0 +1,196 @@
+"""Command line: python -m amdim_lib {train, eval, bench, demo, reproduce} --help"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .presets import PRESETS, PRESETS_NAMES, Config, get_config
+
+EXAMPLES = """examples:
+  python -m amdim_lib train --dataset shapes --preset demo --out runs/demo
+  python -m amdim_lib train --dataset folder --data-dir ../shared/data/cifar10-subset --preset demo --out runs/cifar
+  python -m amdim_lib train --dataset shapes --preset demo --set batch_size=128 --set tasks=1t7 --print-config
+  python -m amdim_lib eval --checkpoint runs/demo/checkpoint.pt
+  python -m amdim_lib bench --preset paper --batch-size 64
+"""
+
+
+def _parse_value(field: dataclasses.Field, text: str):
+    def scalar(item: str):
+        try:
+            return ast.literal_eval(item)
+        except (ValueError, SyntaxError):
+            return item  # a bare word such as cpu or 1t7
+    if isinstance(field.default, tuple) or "tuple" in str(field.type):
+        return tuple(scalar(item) for item in text.strip("()[] ").split(",") if item.strip())
+    return scalar(text)
+
+
+def config_from_args(args) -> Config:
+    """The preset's configuration, then --data-dir/--device, then each --set KEY=VALUE."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set expects KEY=VALUE with KEY one of: {', '.join(fields)} (got {item!r})")
+        overrides[key] = _parse_value(fields[key], value)
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "device", None):
+        overrides["device"] = args.device
+    try:
+        return get_config(args.dataset, args.preset, **overrides)
+    except (ValueError, TypeError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="shapes", choices=sorted(PRESETS),
+                   help="shapes: embedded procedural data (default, no files); folder: --data-dir with train/ and test/ class folders")
+    p.add_argument("--preset", default="demo", choices=PRESETS_NAMES,
+                   help="smoke: seconds (tests); demo: a few CPU minutes (default); paper: the paper's configuration (GPU)")
+    p.add_argument("--data-dir", help="root of the data set on disk (needed for --dataset folder)")
+    p.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one configuration value, e.g. --set epochs=3 --set tasks=1t5,1t7 (repeatable)")
+
+
+def cmd_train(args) -> dict:
+    from .evaluate import evaluate_encoder
+    from .train import encoder_from_checkpoint, train
+
+    config = config_from_args(args)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return {}
+    out = Path(args.out or f"runs/{config.dataset}-{args.preset}")
+    print(f"training AMDIM on {config.dataset} ({args.preset} preset) into {out}" + (" (resuming)" if args.resume else ""))
+    summary = train(config, out, resume=args.resume, progress=not args.no_progress)
+    print(f"done: {summary['steps']} steps in {summary['seconds']} s ({summary['images_per_s']} images/s); "
+          f"online probes: {summary['eval']}")
+    if args.evaluate:
+        encoder, config = encoder_from_checkpoint(out / "checkpoint.pt")
+        results = evaluate_encoder(encoder, config, baselines=True)
+        _write_report(out, config, args.preset, summary, results)
+    return summary
+
+
+def _write_report(out: Path, config: Config, preset: str, summary: dict, results: dict) -> None:
+    from .evaluate import results_table
+    table = results_table(results)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    text = (f"# AMDIM on {config.dataset} ({preset} preset)\n\n"
+            f"Encoder: {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, n_depth {config.n_depth}; "
+            f"{summary.get('steps', '?')} steps of batch {config.batch_size}"
+            + (f" in {summary['seconds']} s" if "seconds" in summary else "") + ".\n\n"
+            "Frozen-feature evaluation on the test split (features r1; linear probe = logistic regression with "
+            "C chosen on a held-out 10% of the training split; kNN = cosine, k=200, weighted):\n\n" + table + "\n")
+    (out / "report.md").write_text(text)
+    print("\n" + table + f"\n\nreport written to {out / 'report.md'}")
+
+
+def cmd_eval(args) -> dict:
+    from .evaluate import evaluate_encoder
+    from .train import encoder_from_checkpoint
+
+    try:
+        encoder, config = encoder_from_checkpoint(args.checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.data_dir:
+        config = config.replace(data_dir=args.data_dir)
+    results = evaluate_encoder(encoder, config, baselines=not args.no_baselines, mlp=args.mlp)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    out.mkdir(parents=True, exist_ok=True)
+    _write_report(out, config, "checkpoint", {}, results)
+    return results
+
+
+def cmd_bench(args) -> dict:
+    from .bench import bench_data, bench_training
+
+    config = config_from_args(args)
+    if args.batch_size:
+        config = config.replace(batch_size=args.batch_size)
+    result = bench_training(config, steps=args.steps)
+    print(f"{args.preset} preset, {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, "
+          f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']}:")
+    print(f"  training: {result['seconds_per_step']:.3f} s/step, {result['images_per_s']:.0f} images/s (both views), "
+          f"peak memory {result['peak_memory_mib']:.0f} MiB")
+    if not args.no_data:
+        data = bench_data(config.replace(train_size=min(config.train_size or 10**9, 4 * config.batch_size * 3)))
+        result["data_images_per_s"] = data["images_per_s"]
+        print(f"  data pipeline alone ({data['num_workers']} workers): {data['images_per_s']:.0f} images/s")
+    return result
+
+
+def cmd_demo(args) -> dict:
+    """The main job until the notebooks land: the demo training run, then its linear-probe report."""
+    args.dataset, args.preset, args.set, args.data_dir, args.device = "shapes", "demo", args.set, None, args.device
+    args.resume, args.print_config, args.evaluate = True, False, True
+    return cmd_train(args)
+
+
+def cmd_reproduce(args) -> dict:
+    args.preset, args.print_config, args.evaluate, args.resume = "paper", False, True, True
+    return cmd_train(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m amdim_lib", description="AMDIM workbook: train, evaluate and benchmark AMDIM.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="self-supervised training (writes checkpoint.pt, metrics.jsonl, config.json)")
+    _add_config_args(p)
+    p.add_argument("--out", help="run directory (default runs/<dataset>-<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt when present")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--evaluate", action="store_true", help="after training, run the frozen-feature report with baselines")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="frozen-feature linear probe and kNN of a checkpoint, beside random-init and raw-pixel baselines")
+    p.add_argument("--checkpoint", required=True, help="path to a checkpoint.pt written by train")
+    p.add_argument("--data-dir", help="override the data root stored in the checkpoint")
+    p.add_argument("--no-baselines", action="store_true", help="skip the random-init and raw-pixel baselines")
+    p.add_argument("--mlp", action="store_true", help="also fit the MLP probe (slower)")
+    p.add_argument("--out", help="where to write eval.json and report.md (default: the checkpoint's folder)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="training-step images/s and peak memory, and data-pipeline images/s")
+    _add_config_args(p)
+    p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up steps (default 10)")
+    p.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the demo run on Shapes and its report (what `make demo` runs)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--device")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("reproduce", help="train and evaluate at the paper preset (GPU)")
+    _add_config_args(p)
+    p.add_argument("--out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Benchmarks: training-step throughput and peak memory, and the data pipeline on its own.
+
+Throughput counts images as the encoder sees them: both views of every item (2 x batch per step).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import torch
+
+from .presets import Config
+from .train import Probes, autocast_dtype, build_data, build_encoder, build_optimisation, select_device, train_step
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def bench_training(config: Config, steps: int = 10, warmup: int = 3) -> dict:
+    """Time `steps` full training steps (encoder, AMDIM loss, probes, Adam) on synthetic inputs."""
+    device = select_device(config.device)
+    dtype = autocast_dtype(config.amp, device)
+    torch.manual_seed(config.seed)
+    encoder = build_encoder(config).to(device)
+    probes = Probes(config.n_rkhs, 10).to(device)
+    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch=1)
+    nce_rng = torch.Generator().manual_seed(config.seed)
+    shape = (config.batch_size, 3, config.image_size, config.image_size)
+    x1, x2 = torch.randn(shape), torch.randn(shape)
+    y = torch.randint(0, 10, (config.batch_size,))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+        train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device, dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / steps
+    return {"device": str(device), "batch_size": config.batch_size, "seconds_per_step": seconds,
+            "images_per_s": 2 * config.batch_size / seconds, "peak_memory_mib": _peak_memory_mib(device)}
+
+
+def bench_data(config: Config, batches: int = 10) -> dict:
+    """Throughput of the two-view data pipeline alone (decode/render, augment, collate)."""
+    pairs, _, _ = build_data(config)
+    loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, shuffle=True,
+                                         num_workers=config.num_workers, drop_last=True)
+    batches = min(batches, len(loader))
+    iterator = iter(loader)
+    next(iterator)  # start-up of workers is not throughput
+    start = time.perf_counter()
+    for _ in range(batches - 1):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    return {"num_workers": config.num_workers, "images_per_s": 2 * config.batch_size * (batches - 1) / max(seconds, 1e-9)}

@@ -1,0 +1,56 @@
+"""Data sets by name: the embedded Shapes set (the default) and any class-folder tree of images.
+
+Every data set here yields items whose first two entries are (PIL image, int label); views and
+transforms are applied by the wrappers in `amdim_lib.views`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import ImageFolder
+
+from .shapes import Shapes
+
+DATASETS = ("shapes", "folder")
+
+FOLDER_LAYOUT = """expected layout (one sub-folder per class, the same classes in both splits):
+    {root}/train/<class>/<image>.jpg|png|...
+    {root}/test/<class>/<image>.jpg|png|...   (a folder named 'val' is accepted for the test split)"""
+
+
+def _folder_split(root: Path, split: str) -> ImageFolder:
+    candidates = [root / split] + ([root / "val"] if split == "test" else [])
+    for path in candidates:
+        if path.is_dir():
+            try:
+                return ImageFolder(str(path))
+            except (FileNotFoundError, RuntimeError) as error:  # empty tree or no image files
+                raise FileNotFoundError(f"no usable images under {path}: {error}\n{FOLDER_LAYOUT.format(root=root)}") from None
+    raise FileNotFoundError(f"image folder data set: no '{split}' split under {root}\n{FOLDER_LAYOUT.format(root=root)}\n"
+                            "Pass the root with --data-dir (notebooks: data_dir=...).")
+
+
+def build_dataset(name: str, split: str, image_size: int = 32, data_dir: str | Path | None = None,
+                  size: int | None = None, seed: int = 0):
+    """The `split` ('train' or 'test') of data set `name`.
+
+    shapes: procedural, no files; `size` images, deterministic from `seed`.
+    folder: `data_dir/train/<class>/*` and `data_dir/test/<class>/*` (torchvision ImageFolder).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "shapes":
+        return Shapes(split=split, image_size=image_size, size=size, seed=seed)
+    if name == "folder":
+        if data_dir is None:
+            raise ValueError("the 'folder' data set needs data_dir (--data-dir PATH)\n" + FOLDER_LAYOUT.format(root="PATH"))
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder data set: {root} does not exist\n{FOLDER_LAYOUT.format(root=root)}")
+        return _folder_split(root, split)
+    raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
+
+
+def num_classes(dataset) -> int:
+    return len(dataset.classes)

@@ -1,0 +1,132 @@
+"""Evaluation of frozen features: linear and MLP probes, kNN, and the baselines they are compared to.
+
+Protocol: features are extracted once, in eval mode (BN uses the statistics of training, never of
+test data), with the deterministic test transform. A probe's regularisation is chosen on a held-out
+part of the training features, the probe is refitted on all of them, and the test split is scored once.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .encoder import Encoder
+
+
+@torch.no_grad()
+def extract_features(encoder: Encoder | None, dataset, batch_size: int = 256, device="cpu",
+                     num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Global features r1 (N, n_rkhs) and labels (N,) of a data set of (tensor, label) items.
+
+    `encoder=None` returns the flattened input pixels instead (the raw-pixel baseline).
+    """
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    was_training = encoder.training if encoder is not None else False
+    if encoder is not None:
+        encoder.eval().to(device)
+    feats, labels = [], []
+    for x, y in loader:
+        h = x.flatten(1) if encoder is None else encoder(x.to(device)).r1.flatten(1).float().cpu()
+        feats.append(h.numpy())
+        labels.append(np.asarray(y))
+    if encoder is not None:
+        encoder.train(was_training)
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def _select_and_fit(make_model, grid, train_x, train_y, test_x, test_y, seed: int, held_out: float) -> dict:
+    """Pick the grid value with the best held-out accuracy, refit on all training data, test once."""
+    fit_x, val_x, fit_y, val_y = train_test_split(train_x, train_y, test_size=held_out, random_state=seed,
+                                                  stratify=train_y)
+    with warnings.catch_warnings():  # iteration caps are deliberate: a probe is a measurement, not a fit to convergence
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = {value: make_model(value).fit(fit_x, fit_y).score(val_x, val_y) for value in grid}
+        best = max(scores, key=scores.get)
+        model = make_model(best).fit(train_x, train_y)
+    return {"accuracy": float(model.score(test_x, test_y)), "chosen": best, "validation": scores}
+
+
+def linear_probe(train_x, train_y, test_x, test_y, Cs=(0.01, 0.1, 1.0), seed: int = 0, held_out: float = 0.1) -> dict:
+    """Multinomial logistic regression on standardised features; C chosen on a held-out split."""
+    def make(C):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500, tol=1e-3))
+    return _select_and_fit(make, Cs, train_x, train_y, test_x, test_y, seed, held_out)
+
+
+def mlp_probe(train_x, train_y, test_x, test_y, alphas=(1e-4, 1e-2), hidden: int = 1024, seed: int = 0,
+              held_out: float = 0.1) -> dict:
+    """One-hidden-layer MLP (as the paper's MLP probe) on standardised features; L2 chosen on a held-out split."""
+    def make(alpha):
+        return make_pipeline(StandardScaler(), MLPClassifier((hidden,), alpha=alpha, max_iter=100,
+                                                             random_state=seed))
+    return _select_and_fit(make, alphas, train_x, train_y, test_x, test_y, seed, held_out)
+
+
+def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 200, temperature: float = 0.07,
+                 batch_size: int = 1024) -> float:
+    """Weighted kNN on cosine similarity: each of the k nearest neighbours votes exp(sim / T)."""
+    train = F.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1)
+    test = F.normalize(torch.as_tensor(test_x, dtype=torch.float32), dim=1)
+    labels = torch.as_tensor(train_y, dtype=torch.long)
+    n_classes = int(labels.max()) + 1
+    k = min(k, len(train))
+    correct = 0
+    for start in range(0, len(test), batch_size):
+        sims, idx = (test[start:start + batch_size] @ train.T).topk(k, dim=1)
+        votes = torch.zeros(len(sims), n_classes).scatter_add_(1, labels[idx], (sims / temperature).exp())
+        correct += (votes.argmax(1) == torch.as_tensor(test_y[start:start + batch_size])).sum().item()
+    return correct / len(test)
+
+
+def evaluate_features(train_x, train_y, test_x, test_y, mlp: bool = False, seed: int = 0) -> dict:
+    """Linear probe and kNN (and optionally the MLP probe) test accuracies of one feature set."""
+    result = {"linear": linear_probe(train_x, train_y, test_x, test_y, seed=seed)["accuracy"],
+              "knn": knn_accuracy(train_x, train_y, test_x, test_y)}
+    if mlp:
+        result["mlp"] = mlp_probe(train_x, train_y, test_x, test_y, seed=seed)["accuracy"]
+    return result
+
+
+def feature_sets(encoder: Encoder, config, baselines: bool = True, device="cpu") -> dict[str, tuple]:
+    """Train/test features of a trained encoder and, with `baselines`, of the same architecture at
+    random initialisation and of raw pixels, all with the test transform of the run's data set."""
+    from .datasets import build_dataset
+    from .train import build_encoder
+    from .views import POLICY_FOR_SIZE, Transformed, eval_transform
+
+    transform = eval_transform(POLICY_FOR_SIZE[config.image_size], config.image_size)
+    splits = {split: Transformed(build_dataset(config.dataset, split, config.image_size, config.data_dir, size,
+                                               config.seed), transform)
+              for split, size in (("train", config.train_size), ("test", config.test_size))}
+    encoders = {"AMDIM (trained)": encoder}
+    if baselines:
+        torch.manual_seed(config.seed)
+        encoders["random init"] = build_encoder(config)
+        encoders["raw pixels"] = None
+    return {name: (*extract_features(enc, splits["train"], device=device),
+                   *extract_features(enc, splits["test"], device=device))
+            for name, enc in encoders.items()}
+
+
+def evaluate_encoder(encoder: Encoder, config, baselines: bool = True, mlp: bool = False, device="cpu") -> dict:
+    """{feature set: {probe: test accuracy}} for the trained encoder and its baselines."""
+    return {name: evaluate_features(*feats, mlp=mlp, seed=config.seed)
+            for name, feats in feature_sets(encoder, config, baselines, device).items()}
+
+
+def results_table(results: dict) -> str:
+    """A markdown table of {feature set: {probe: accuracy}}."""
+    probes = list(next(iter(results.values())))
+    lines = ["| features | " + " | ".join(f"{p} acc. (%)" for p in probes) + " |",
+             "|---|" + "---:|" * len(probes)]
+    lines += [f"| {name} | " + " | ".join(f"{100 * row[p]:.1f}" for p in probes) + " |" for name, row in results.items()]
+    return "\n".join(lines)

@@ -1,0 +1,342 @@
+"""The training loop: one plain loop, readable top to bottom.
+
+    for each batch of (view1, view2, label):
+        features of both views in one forward pass
+        AMDIM loss (1->5, 1->7, 5->5) + online linear/MLP probes on the detached global feature
+        one Adam step, one scheduler step
+    after each epoch: probe accuracy on the held-out split, checkpoint
+
+Reproducibility: the shuffling of each epoch, the views of each item and the 5->5 locations are
+fixed functions of the seed, and the checkpoint carries every RNG state, so a resumed run (even
+one killed mid-epoch) continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .datasets import build_dataset, num_classes
+from .encoder import Encoder, Features
+from .objectives import amdim_loss
+from .presets import Config
+from .views import POLICY_FOR_SIZE, Transformed, ViewPair, make_two_views, eval_transform
+
+CHECKPOINT_FORMAT = "amdim-workbook-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- devices and precision
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; anything else is taken as given."""
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device='auto' or 'cpu'")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError(f"device {name!r} requested but MPS is not available; use device='auto' or 'cpu'")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `amp` on `device`, or None for full precision."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+# ----------------------------------------------------------------------------- probes, sampler, schedule
+
+class Probes(nn.Module):
+    """Online classifiers on the detached global feature: linear, and MLP as in the paper."""
+
+    def __init__(self, n_in: int, n_classes: int, hidden: int = 1024, dropout: float = 0.2):
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_classes)
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"linear": self.linear(h), "mlp": self.mlp(h)}
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, index) keys of a seeded permutation, optionally sharded by rank and started
+    part-way through (to resume mid-epoch without replaying skipped batches)."""
+
+    def __init__(self, n: int, epoch: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        self.n, self.epoch, self.seed, self.start, self.rank, self.world_size = n, epoch, seed, start, rank, world_size
+
+    def _indices(self) -> list[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        per_rank = self.n // self.world_size
+        return order[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()[self.start:]
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in self._indices()])
+
+    def __len__(self) -> int:
+        return self.n // self.world_size - self.start
+
+
+def lr_factor(step: int, warmup_steps: int, milestone_steps: list[int], gamma: float) -> float:
+    """Linear warm-up over the first updates, then x gamma at each milestone (MultiStepLR by epoch)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    return warm * gamma ** sum(step >= m for m in milestone_steps)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over the
+    old checkpoint, so an interruption or a full disk never leaves a half-written file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely (tensors and plain containers only: no pickled code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable AMDIM workbook checkpoint (truncated, foreign or unsafe file): "
+                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an AMDIM workbook checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} has checkpoint version {state.get('version')}, this library reads {CHECKPOINT_VERSION}")
+    return state
+
+
+def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
+    """The trained encoder (in eval mode, on the CPU) and the configuration it was trained with."""
+    state = load_checkpoint(path)
+    config = Config.from_dict(state["config"])
+    encoder = build_encoder(config)
+    encoder.load_state_dict(state["encoder"])
+    return encoder.eval(), config
+
+
+def build_encoder(config: Config) -> Encoder:
+    return Encoder(config.image_size, config.ndf, config.n_rkhs, config.n_depth, config.use_bn)
+
+
+# ----------------------------------------------------------------------------- data
+
+def build_data(config: Config):
+    """(two-view training set, test set with the test transform, number of classes)."""
+    train_base = build_dataset(config.dataset, "train", config.image_size, config.data_dir, config.train_size, config.seed)
+    test_base = build_dataset(config.dataset, "test", config.image_size, config.data_dir, config.test_size, config.seed)
+    policy = POLICY_FOR_SIZE[config.image_size]
+    pairs = ViewPair(train_base, make_two_views(policy, config.image_size, level=config.augment), seed=config.seed)
+    test = Transformed(test_base, eval_transform(policy, config.image_size))
+    if len(pairs) < config.batch_size:
+        raise ValueError(f"the training split has {len(pairs)} images, fewer than one batch of {config.batch_size}; "
+                         "lower batch_size or add data")
+    return pairs, test, num_classes(train_base)
+
+
+@torch.no_grad()
+def probe_accuracy(encoder: Encoder, probes: Probes, loader, device, dtype=None) -> dict[str, float]:
+    """Accuracy of the online probes on a held-out loader, with BN in eval mode (training statistics)."""
+    encoder.eval(), probes.eval()
+    correct, total = {"linear": 0, "mlp": 0}, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, dtype):
+            h = encoder(x).r1.flatten(1)
+        for name, logits in probes(h.float()).items():
+            correct[name] += (logits.argmax(1) == y).sum().item()
+        total += len(y)
+    return {name: c / total for name, c in correct.items()}
+
+
+def _autocast(device: torch.device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y, config: Config, nce_rng, device, dtype):
+    """One update of encoder and probes. Returns (AMDIM losses, probe losses, probe logits), or
+    (None, all terms as floats, None) without updating when the loss is not finite."""
+    batch = len(y)
+    x = torch.cat([x1, x2]).to(device, non_blocking=True)
+    y = y.to(device, non_blocking=True)
+    with _autocast(device, dtype):
+        both = encoder(x)  # one pass over both views: BN sees them together
+        f1 = Features(*(t[:batch] for t in both))
+        f2 = Features(*(t[batch:] for t in both))
+        losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng)
+    logits = probes(f1.r1.detach().flatten(1).float())
+    probe_losses = {name: F.cross_entropy(out, y) for name, out in logits.items()}
+    total = losses["loss"] + sum(probe_losses.values())
+    if not torch.isfinite(total):
+        return None, {k: float(v) for k, v in {**losses, **probe_losses}.items()}, None
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return losses, probe_losses, logits
+
+
+def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch: int):
+    """Adam over encoder and probes, the warm-up + step-decay schedule, and the fp16 grad scaler."""
+    params = list(encoder.parameters()) + list(probes.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
+                                 weight_decay=config.weight_decay, **({"fused": True} if device.type == "cuda" else {}))
+    milestone_steps = [m * steps_per_epoch for m in config.milestones]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, milestone_steps, config.gamma))
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.amp, device) == torch.float16)
+    return optimizer, scheduler, scaler
+
+
+def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: int | None = None,
+          progress: bool = True) -> dict:
+    """Train AMDIM with `config`, writing checkpoint.pt, config.json and metrics.jsonl into `out_dir`.
+
+    resume: continue from out_dir/checkpoint.pt when it exists (else start fresh).
+    stop_at_step: end early after this many updates (a checkpoint is written), as if interrupted.
+    Returns a summary: steps, final losses, online probe test accuracies, images/s.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    device = select_device(config.device)
+    dtype = autocast_dtype(config.amp, device)
+    torch.manual_seed(config.seed)
+
+    pairs, test_set, n_classes = build_data(config)
+    encoder = build_encoder(config).to(device)
+    probes = Probes(config.n_rkhs, n_classes).to(device)
+    steps_per_epoch = len(pairs) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch)
+    nce_rng = torch.Generator().manual_seed(config.seed + 1)  # draws the 5->5 source locations
+
+    step, last_eval = 0, {}
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        saved = Config.from_dict(state["config"])
+        if saved.replace(device=config.device, num_workers=config.num_workers) != config:
+            raise ValueError(f"{ckpt_path} was written with a different configuration; resume with the same "
+                             "settings or choose another output directory")
+        encoder.load_state_dict(state["encoder"])
+        probes.load_state_dict(state["probes"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        nce_rng.set_state(state["rng"]["nce"])
+        if device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        step, last_eval = state["step"], state.get("eval", {})
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    log_path = out / "metrics.jsonl"
+    _truncate_log(log_path, step)  # drop lines a killed run wrote after its last checkpoint
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, {
+            "step": step, "config": config.to_dict(), "eval": last_eval,
+            "encoder": encoder.state_dict(), "probes": probes.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "nce": nce_rng.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+        })
+
+    # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=config.num_workers,
+                                              pin_memory=device.type == "cuda", generator=torch.Generator())
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
+    last, t0, seen = {}, time.perf_counter(), 0
+    with open(log_path, "a") as log:
+        while step < total_steps and (stop_at_step is None or step < stop_at_step):
+            epoch, start = divmod(step, steps_per_epoch)
+            sampler = EpochSampler(len(pairs), epoch, config.seed, start=start * config.batch_size)
+            loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                                 num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                                                 generator=torch.Generator().manual_seed(config.seed + epoch))
+            encoder.train(), probes.train()
+            for x1, x2, y in loader:
+                losses, probe_losses, logits = train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y,
+                                                          config, nce_rng, device, dtype)
+                if losses is None:
+                    raise FloatingPointError(f"non-finite loss at step {step + 1}: {probe_losses}; the last good "
+                                             f"checkpoint is {ckpt_path} (lower lr or enable tclip)")
+                batch = len(y)
+                y = y.to(device)
+                step += 1
+                seen += 2 * batch
+
+                if step % config.log_every == 0 or step == total_steps:
+                    last = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
+                            **{k: round(v.item(), 5) for k, v in losses.items()},
+                            **{f"probe_{k}_loss": round(v.item(), 5) for k, v in probe_losses.items()},
+                            **{f"probe_{k}_acc": (v.argmax(1) == y).float().mean().item() for k, v in logits.items()},
+                            "images_per_s": round(seen / (time.perf_counter() - t0), 1)}
+                    log.write(json.dumps({"kind": "train", **last}) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['probe_linear_acc']:.2f}")
+                bar.update(1)
+                end_of_epoch = step % steps_per_epoch == 0
+                if end_of_epoch and ((step // steps_per_epoch) % config.eval_every == 0 or step == total_steps):
+                    acc = probe_accuracy(encoder, probes, test_loader, device, dtype)
+                    last_eval = {"step": step, "epoch": step // steps_per_epoch,
+                                 **{f"test_{k}_acc": v for k, v in acc.items()}}
+                    log.write(json.dumps({"kind": "eval", **last_eval}) + "\n")
+                    log.flush()
+                    bar.write(f"epoch {last_eval['epoch']}: online probes on the test split: "
+                              f"linear {acc['linear']:.3f}, MLP {acc['mlp']:.3f}")
+                    encoder.train(), probes.train()
+                if end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0) \
+                        or step == stop_at_step:
+                    checkpoint()
+                if step == stop_at_step:
+                    break
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    return {"steps": step, "total_steps": total_steps, "finished": step >= total_steps,
+            "seconds": round(elapsed, 1), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
+            "last": last, "eval": last_eval}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl (kind 'train' every log_every steps, 'eval' per evaluation)."""
+    path = Path(out_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

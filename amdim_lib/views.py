@@ -1,0 +1,157 @@
+"""Views: the augmentations that turn one image into two "views of a shared context".
+
+AMDIM flips the image once (the flip is shared by both views), then applies a random policy twice,
+independently. What survives every augmentation (the object's shape, not its colour or exact
+position) is what the objective can use to match the views.
+
+Policies (from the paper and its official code):
+- cifar    (32 px): translate +-4 px with reflection (p 0.8), colour jitter (p 0.8), grayscale (p 0.25)
+- stl10    (64 px): random resized crop (scale 0.3-1, ratio 0.7-1.4, bicubic), jitter, grayscale
+- imagenet (128 px): the same crop at 128 px, jitter with less hue, grayscale
+
+Randomness: torchvision transforms draw from torch's global generator. `ViewPair` reseeds it per
+item from (seed, epoch, index), so an item's views do not depend on worker count or order, and a
+resumed run sees exactly the views of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+
+POLICIES = ("cifar", "stl10", "imagenet")
+LEVELS = ("full", "crop", "flip", "none")  # augmentation strength, for ablations
+
+# Per-channel statistics used to normalise inputs; Shapes and unknown folders use 0.5 / 0.5.
+NORMALISATION = {
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "default": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+POLICY_FOR_SIZE = {32: "cifar", 64: "stl10", 128: "imagenet"}
+
+
+class FitSize:
+    """Resize the short side and centre-crop to `size`, skipping images that already fit (the common case)."""
+
+    def __init__(self, size: int, interpolation=T.InterpolationMode.BILINEAR):
+        self.size, self.crop = size, T.Compose([T.Resize(size, interpolation=interpolation), T.CenterCrop(size)])
+
+    def __call__(self, image):
+        return image if image.size == (self.size, self.size) else self.crop(image)
+
+
+def _policy_parts(policy: str, image_size: int, strength: float):
+    """A policy's geometric transform and its photometric transforms, for PIL images."""
+    s = strength
+    if policy == "cifar":
+        pad = round(4 * image_size / 32)  # +-4 px at 32 px
+        geometric = T.Compose([FitSize(image_size),
+                               T.RandomApply([T.RandomCrop(image_size, padding=pad, padding_mode="reflect")], p=min(1.0, 0.8 * s))])
+        jitter = T.ColorJitter(0.4 * s, 0.4 * s, 0.4 * s, min(0.5, 0.2 * s))
+    elif policy in ("stl10", "imagenet"):
+        low = 1.0 - 0.7 * min(s, 1.0)  # scale 0.3-1 at full strength
+        geometric = T.RandomResizedCrop(image_size, scale=(low, 1.0), ratio=(0.7, 1.4),
+                                        interpolation=T.InterpolationMode.BICUBIC)
+        hue = 0.2 if policy == "stl10" else 0.1
+        jitter = T.ColorJitter(0.4 * s, 0.4 * s, 0.4 * s, min(0.5, hue * s))
+    else:
+        raise ValueError(f"unknown view policy {policy!r}; choose one of {POLICIES}")
+    photometric = [T.RandomApply([jitter], p=min(1.0, 0.8 * s)), T.RandomGrayscale(p=min(1.0, 0.25 * s))]
+    return geometric, photometric
+
+
+def _test_geometry(policy: str, image_size: int):
+    """Test-time geometry: STL-10 resize 70 + centre crop 64, ImageNet 146 -> 128, CIFAR as is."""
+    if policy == "cifar":
+        return FitSize(image_size)
+    resize = round(image_size * (70 / 64 if policy == "stl10" else 146 / 128))
+    return T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size)])
+
+
+def to_tensor(normalise: str = "default") -> T.Compose:
+    """PIL image -> float tensor normalised with the statistics named by `normalise`."""
+    mean, std = NORMALISATION[normalise]
+    return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+
+
+def train_transform(policy: str, image_size: int, normalise: str = "default", strength: float = 1.0, level: str = "full"):
+    """One view's random transform (PIL image -> normalised tensor), without the shared flip.
+
+    `strength` scales jitter magnitudes and probabilities; `level` keeps the full policy, only its
+    geometric part ('crop'), or none of it ('flip' and 'none', which differ in the shared flip).
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown augmentation level {level!r}; choose one of {LEVELS}")
+    geometric, photometric = _policy_parts(policy, image_size, strength)
+    steps = {"full": [geometric, *photometric], "crop": [geometric]}.get(level, [_test_geometry(policy, image_size)])
+    return T.Compose([*steps, to_tensor(normalise)])
+
+
+def eval_transform(policy: str, image_size: int, normalise: str = "default"):
+    """Deterministic evaluation transform."""
+    return T.Compose([_test_geometry(policy, image_size), to_tensor(normalise)])
+
+
+@dataclass
+class TwoViews:
+    """Maps an image to two views: one shared horizontal flip, then `transform` applied twice."""
+
+    transform: T.Compose
+    flip: bool = True
+
+    def __call__(self, image):
+        if self.flip and torch.rand(()) < 0.5:
+            image = TF.hflip(image)
+        return self.transform(image), self.transform(image)
+
+
+def make_two_views(policy: str, image_size: int, normalise: str = "default", strength: float = 1.0, level: str = "full") -> TwoViews:
+    """The two-view augmentation of a policy at an augmentation level ('none' turns the flip off too)."""
+    return TwoViews(train_transform(policy, image_size, normalise, strength, level), flip=level != "none")
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that is a fixed function of (seed, epoch, index)."""
+    return (seed * 1_000_003 + epoch * 998_244_353 + index * 2_654_435_761) % (2**63 - 1)
+
+
+class ViewPair(torch.utils.data.Dataset):
+    """Wraps a labelled data set: item (epoch, index) -> (view1, view2, label).
+
+    Indexed by (epoch, index) pairs (see `amdim_lib.train.EpochSampler`) so that the views of an
+    item are a fixed function of the run's seed, the epoch and the index.
+    """
+
+    def __init__(self, base, views: TwoViews, seed: int = 0):
+        self.base, self.views, self.seed = base, views, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image, label = self.base[index][:2]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, epoch, index))
+            x1, x2 = self.views(image)
+        return x1, x2, label
+
+
+class Transformed(torch.utils.data.Dataset):
+    """Wraps a labelled data set with a deterministic transform: index -> (tensor, label)."""
+
+    def __init__(self, base, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index):
+        image, label = self.base[index][:2]
+        return self.transform(image), label

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from amdim_lib.encoder import Encoder, Features, count_parameters
+
+# (image_size, ndf, n_rkhs, n_depth, trainable parameters with use_bn=False), from DESIGN.md
+PARAMETER_TABLE = [
+    (32, 32, 256, 2, 1_147_776),
+    (32, 128, 1024, 3, 20_033_024),
+    (64, 128, 1024, 3, 57_748_992),
+    (128, 192, 1536, 8, 208_419_264),
+    (128, 320, 2560, 10, 665_747_520),
+]
+
+
+@pytest.mark.parametrize("image_size,ndf,n_rkhs,n_depth,expected", PARAMETER_TABLE)
+def test_parameter_counts_match_the_paper_models(image_size, ndf, n_rkhs, n_depth, expected):
+    with torch.device("meta"):  # counts only: no memory for the 666M-parameter model
+        encoder = Encoder(image_size, ndf, n_rkhs, n_depth, use_bn=False)
+    assert count_parameters(encoder) == expected
+
+
+@pytest.mark.parametrize("image_size", [32, 64, 128])
+@pytest.mark.parametrize("use_bn", [False, True])
+def test_feature_shapes_and_every_parameter_is_used(image_size, use_bn):
+    encoder = Encoder(image_size, ndf=8, n_rkhs=64, n_depth=2, use_bn=use_bn)
+    feats = encoder(torch.randn(3, 3, image_size, image_size))
+    assert isinstance(feats, Features)
+    assert feats.r1.shape == (3, 64, 1, 1)
+    assert feats.r5.shape == (3, 64, 5, 5)
+    assert feats.r7.shape == (3, 64, 7, 7)
+    # Zero-initialised branch outputs get no gradient from a first backward through a plain sum only in
+    # their inputs; perturb them so that every parameter is on the gradient path.
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    feats = encoder(torch.randn(3, 3, image_size, image_size))
+    (feats.r1.pow(2).sum() + feats.r5.pow(2).sum() + feats.r7.pow(2).sum()).backward()
+    unused = [n for n, p in encoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not unused, f"parameters outside the forward pass: {unused}"
+
+
+def test_fresh_residual_units_are_pooled_identities():
+    from amdim_lib.encoder import ConvResNxN
+    unit = ConvResNxN(4, 8, width=4, stride=2)
+    x = torch.randn(2, 4, 30, 30)
+    expected = torch.nn.functional.avg_pool2d(x, 4, 2)
+    out = unit(x)
+    assert torch.allclose(out[:, :4], expected, atol=1e-6)
+    assert torch.all(out[:, 4:] == 0)
+
+
+def test_local_heads_start_near_identity():
+    from amdim_lib.encoder import LocalHead
+    head = LocalHead(16, 32)
+    w = head.shortcut.weight[:, :, 0, 0]
+    assert torch.all(w[:16].diagonal() == 1)
+    off_identity = w - torch.eye(32, 16)
+    assert off_identity.abs().max() <= 0.01
+
+
+def test_invalid_configurations_are_refused():
+    with pytest.raises(ValueError, match="32, 64, 128"):
+        Encoder(48, 8, 64, 1)
+    with pytest.raises(ValueError, match="n_rkhs >= 32"):
+        Encoder(32, 8, 16, 1)
+    encoder = Encoder(32, 8, 64, 1)
+    with pytest.raises(ValueError, match="32x32"):
+        encoder(torch.randn(1, 3, 64, 64))

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from amdim_lib.encoder import Encoder
+from amdim_lib.evaluate import (evaluate_features, extract_features, knn_accuracy, linear_probe, mlp_probe,
+                                results_table)
+
+
+def _clusters(n=300, d=8, classes=3, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, d)) * 3
+    y = rng.integers(0, classes, n)
+    return centres[y] + spread * rng.normal(size=(n, d)), y
+
+
+def test_probes_separate_clusters_and_fail_on_noise():
+    x, y = _clusters(seed=0)
+    test_x, test_y = _clusters(n=200, seed=0)  # same centres (same seed), fresh draws below
+    rng = np.random.default_rng(1)
+    test_x = test_x + 0.1 * rng.normal(size=test_x.shape)
+    assert linear_probe(x, y, test_x, test_y)["accuracy"] > 0.95
+    assert knn_accuracy(x, y, test_x, test_y, k=20) > 0.95
+    assert mlp_probe(x, y, test_x, test_y, hidden=32)["accuracy"] > 0.9
+    noise_x = rng.normal(size=(300, 8))
+    assert linear_probe(noise_x, y, rng.normal(size=(200, 8)), test_y)["accuracy"] < 0.6
+
+
+def test_linear_probe_chooses_c_on_held_out_training_data():
+    x, y = _clusters()
+    result = linear_probe(x, y, x[:50], y[:50], Cs=(0.01, 1.0))
+    assert result["chosen"] in (0.01, 1.0) and set(result["validation"]) == {0.01, 1.0}
+
+
+def test_extract_features_uses_eval_mode_and_restores_it():
+    encoder = Encoder(32, 8, 64, 1, use_bn=True).train()
+    data = [(torch.randn(3, 32, 32), i % 2) for i in range(10)]
+    feats, labels = extract_features(encoder, data, batch_size=4)
+    assert feats.shape == (10, 64) and labels.tolist() == [i % 2 for i in range(10)]
+    assert encoder.training, "the caller's mode is restored"
+    # Eval mode: BN uses running statistics, so an image's feature does not depend on its batch.
+    alone, _ = extract_features(encoder, data[:1], batch_size=1)
+    assert np.allclose(alone[0], feats[0], atol=1e-5)
+    pixels, _ = extract_features(None, data)
+    assert pixels.shape == (10, 3 * 32 * 32)
+
+
+def test_results_table_and_evaluate_features():
+    x, y = _clusters()
+    result = evaluate_features(x, y, x, y)
+    assert set(result) == {"linear", "knn"}
+    table = results_table({"a": result, "b": result})
+    assert table.count("\n") == 3 and "linear acc. (%)" in table
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_knn_with_a_single_class_neighbourhood(k):
+    train_x = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert knn_accuracy(train_x, np.array([0, 1]), np.array([[2.0, 0.1]]), np.array([0]), k=k) == 1.0

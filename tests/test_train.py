@@ -1,0 +1,132 @@
+
+import pytest
+import torch
+
+from amdim_lib.presets import Config, get_config
+from amdim_lib.train import (EpochSampler, encoder_from_checkpoint, load_checkpoint, lr_factor, read_metrics,
+                             save_checkpoint, select_device, train)
+
+
+@pytest.fixture
+def tiny():
+    # Two epochs of 4 steps: small enough to train several times in a test.
+    return get_config("shapes", "smoke", train_size=64, test_size=32, batch_size=16, epochs=2)
+
+
+def test_smoke_training_writes_checkpoint_metrics_and_config(tiny, tmp_path):
+    summary = train(tiny, tmp_path, progress=False)
+    assert summary["finished"] and summary["steps"] == 8
+    records = read_metrics(tmp_path)
+    train_records = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train_records] == list(range(1, 9))
+    assert {"loss", "1t5", "1t7", "5t5", "reg", "lr", "probe_linear_acc", "probe_mlp_acc"} <= set(train_records[0])
+    assert [r["epoch"] for r in evals] == [1, 2] and 0 <= evals[-1]["test_linear_acc"] <= 1
+    assert (tmp_path / "config.json").exists()
+    encoder, config = encoder_from_checkpoint(tmp_path / "checkpoint.pt")
+    assert config == tiny and not encoder.training
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny, tmp_path):
+    train(tiny, tmp_path / "straight", progress=False)
+    # Interrupted mid-epoch (after step 3 of 4), then resumed to the end.
+    partial = train(tiny, tmp_path / "resumed", stop_at_step=3, progress=False)
+    assert partial["steps"] == 3 and not partial["finished"]
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 3
+    train(tiny, tmp_path / "resumed", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    for part in ("encoder", "probes"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs after resuming"
+    steps = [r["step"] for r in read_metrics(tmp_path / "resumed") if r["kind"] == "train"]
+    assert steps == list(range(1, 9)), "the metrics log has each step once"
+
+
+def test_resume_refuses_a_different_configuration(tiny, tmp_path):
+    train(tiny, tmp_path, stop_at_step=1, progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(tiny.replace(lr=1e-3), tmp_path, resume=True, progress=False)
+
+
+def test_learning_rate_schedule():
+    assert lr_factor(0, 500, [], 0.2) == pytest.approx(1 / 500)
+    assert lr_factor(499, 500, [], 0.2) == 1.0
+    assert lr_factor(1000, 500, [1000, 2000], 0.2) == pytest.approx(0.2)
+    assert lr_factor(2500, 500, [1000, 2000], 0.2) == pytest.approx(0.04)
+    assert lr_factor(0, 0, [], 0.2) == 1.0
+
+
+def test_epoch_sampler_is_seeded_sharded_and_resumable():
+    full = list(EpochSampler(10, epoch=0, seed=1))
+    assert sorted(i for _, i in full) == list(range(10)) and all(e == 0 for e, _ in full)
+    assert full == list(EpochSampler(10, epoch=0, seed=1))
+    assert full != list(EpochSampler(10, epoch=1, seed=1))
+    assert list(EpochSampler(10, epoch=0, seed=1, start=4)) == full[4:]
+    shards = [list(EpochSampler(10, 0, 1, rank=r, world_size=2)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 5 and not set(shards[0]) & set(shards[1])
+
+
+def test_checkpoints_are_atomic_and_loaded_safely(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1, "weights": torch.ones(2)})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"], "no temporary file is left behind"
+
+    class Payload:  # a pickle that would run code when loaded unsafely
+        def __reduce__(self):
+            return (exec, ("open(%r, 'w').write('pwned')" % str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "amdim-workbook-checkpoint", "version": 1, "x": Payload()}, evil)
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ValueError, match="not an AMDIM workbook checkpoint"):
+        load_checkpoint(foreign)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated.pt"):
+        load_checkpoint(truncated)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(image_size=48), "32, 64, 128"),
+    (dict(n_rkhs=16), "n_rkhs >= 32"),
+    (dict(batch_size=1), ">= 2"),
+    (dict(epochs=0), "epochs"),
+    (dict(augment="heavy"), "full"),
+    (dict(tasks=("1t9",)), "subset"),
+    (dict(num_workers=-1), "num_workers"),
+    (dict(amp="fp8"), "bf16"),
+])
+def test_invalid_configurations_name_the_allowed_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        get_config("shapes", "smoke", **changes)
+
+
+def test_config_round_trips_through_a_dict():
+    config = get_config("shapes", "demo")
+    assert Config.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown configuration keys"):
+        Config.from_dict({"learning_rate": 1})
+
+
+def test_device_selection():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            select_device("cuda")
+
+
+def test_unknown_dataset_and_preset_are_named():
+    with pytest.raises(ValueError, match="shapes"):
+        get_config("mnist", "demo")
+    with pytest.raises(ValueError, match="smoke"):
+        get_config("shapes", "huge")
