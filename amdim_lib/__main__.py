@@ -37,6 +37,8 @@ def config_from_args(args) -> Config:
     overrides = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
+        if key == "dataset":
+            raise SystemExit("error: invalid configuration: choose the data set with --dataset, not --set dataset=...")
         if not sep or key not in fields:
             raise SystemExit(f"--set expects KEY=VALUE with KEY one of: {', '.join(fields)} (got {item!r})")
         overrides[key] = _parse_value(fields[key], value)
@@ -71,7 +73,12 @@ def cmd_train(args) -> dict:
         return {}
     out = Path(args.out or f"runs/{config.dataset}-{args.preset}")
     print(f"training AMDIM on {config.dataset} ({args.preset} preset) into {out}" + (" (resuming)" if args.resume else ""))
-    summary = train(config, out, resume=args.resume, progress=not args.no_progress)
+    try:
+        summary = train(config, out, resume=args.resume, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, FloatingPointError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if summary["interrupted"]:
+        return summary
     print(f"done: {summary['steps']} steps in {summary['seconds']} s ({summary['images_per_s']} images/s); "
           f"online probes: {summary['eval']}")
     if args.evaluate:
@@ -187,9 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    result = args.func(args)
+    interrupted = result.get("interrupted") if isinstance(result, dict) else None
+    # An interrupted run saved its checkpoint; the exit code still says it did not finish (128 + signal).
+    return 128 + signal.Signals[interrupted].value if interrupted else 0
 
 
 if __name__ == "__main__":

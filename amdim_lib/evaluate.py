@@ -105,7 +105,7 @@ def feature_sets(encoder: Encoder, config, baselines: bool = True, device="cpu")
 
     transform = eval_transform(POLICY_FOR_SIZE[config.image_size], config.image_size)
     splits = {split: Transformed(build_dataset(config.dataset, split, config.image_size, config.data_dir, size,
-                                               config.seed), transform)
+                                               config.seed, config.skip_bad_images), transform)
               for split, size in (("train", config.train_size), ("test", config.test_size))}
     encoders = {"AMDIM (trained)": encoder}
     if baselines:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from .objectives import TASKS
 
 PRESETS_NAMES = ("smoke", "demo", "paper")
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+          "tuple[str, ...]": (tuple,), "tuple[float, float]": (tuple,), "tuple[int, ...]": (tuple,)}
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Config:
     train_size: int | None = None        # Shapes: images per split (None: the data set's default)
     test_size: int | None = None
     augment: str = "full"                # full | crop | flip | none
+    skip_bad_images: bool = False        # image folders: skip (and count) unreadable files instead of failing
     # encoder
     ndf: int = 128
     n_rkhs: int = 1024
@@ -50,6 +53,8 @@ class Config:
     log_every: int = 10                  # steps between lines of metrics.jsonl
     eval_every: int = 1                  # epochs between evaluations of the online probes
     checkpoint_every: int = 0            # steps between checkpoints (0: at the end of each epoch only)
+    keep_checkpoints: int = 2            # how many past checkpoints stay in <run>/checkpoints/
+    on_nonfinite: str = "stop"           # stop | skip: what a NaN/inf loss or gradient does
 
     def __post_init__(self):
         # Check everything before any work starts; each message names the allowed values.
@@ -60,6 +65,13 @@ class Config:
             if not ok:
                 raise ValueError(f"invalid configuration: {message}")
 
+        for f in dataclasses.fields(self):  # types first, so that the range checks below can compare
+            value, allowed = getattr(self, f.name), _TYPES[str(f.type).split(" | ")[0]]
+            optional = "None" in str(f.type)
+            ok = (value is None and optional) or (isinstance(value, allowed) and not
+                                                  (isinstance(value, bool) and allowed in ((int,), (int, float))))
+            need(ok, f"{f.name}={value!r} must be {str(f.type).replace('tuple[str, ...]', 'a tuple of str')}")
+
         need(self.dataset in PRESETS, f"dataset={self.dataset!r}; choose one of {sorted(PRESETS)}")
         need(self.image_size in IMAGE_SIZES, f"image_size={self.image_size}; choose one of {IMAGE_SIZES}")
         need(self.ndf >= 1 and self.n_depth >= 1, f"ndf={self.ndf}, n_depth={self.n_depth}; both must be >= 1")
@@ -68,6 +80,10 @@ class Config:
              f"{self.image_size} px with ndf={self.ndf}; use n_rkhs >= {wide}")
         need(self.batch_size >= 2, f"batch_size={self.batch_size}; NCE needs other images as negatives, use >= 2")
         need(self.epochs >= 1, f"epochs={self.epochs}; must be >= 1")
+        need(len(self.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+             f"betas={self.betas}; two numbers in [0, 1)")
+        need(all(isinstance(m, int) and m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+             f"milestones={self.milestones}; increasing epoch numbers >= 1")
         need(self.lr > 0 and self.warmup_steps >= 0, f"lr={self.lr}, warmup_steps={self.warmup_steps}; lr > 0, warmup >= 0")
         need(self.augment in LEVELS, f"augment={self.augment!r}; choose one of {LEVELS}")
         need(bool(self.tasks) and set(self.tasks) <= set(TASKS), f"tasks={self.tasks}; a non-empty subset of {TASKS}")
@@ -76,6 +92,8 @@ class Config:
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
             need(value is None or value >= 1, f"{name}={value}; a positive count or None")
+        need(self.on_nonfinite in ("stop", "skip"), f"on_nonfinite={self.on_nonfinite!r}; choose stop or skip")
+        need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}; must be >= 1")
         need(self.num_workers >= 0 and self.log_every >= 1 and self.eval_every >= 1 and self.checkpoint_every >= 0,
              "num_workers, checkpoint_every must be >= 0 and log_every, eval_every >= 1")
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -24,15 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoints import latest_run_checkpoint, load_checkpoint, save_run_checkpoint
 from .datasets import build_dataset, num_classes
 from .encoder import Encoder, Features
 from .objectives import amdim_loss
 from .presets import Config
 from .views import POLICY_FOR_SIZE, Transformed, ViewPair, make_two_views, eval_transform
-
-CHECKPOINT_FORMAT = "amdim-workbook-checkpoint"
-CHECKPOINT_VERSION = 1
-
 
 # ----------------------------------------------------------------------------- devices and precision
 
@@ -101,39 +100,7 @@ def lr_factor(step: int, warmup_steps: int, milestone_steps: list[int], gamma: f
     return warm * gamma ** sum(step >= m for m in milestone_steps)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over the
-    old checkpoint, so an interruption or a full disk never leaves a half-written file behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint safely (tensors and plain containers only: no pickled code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable AMDIM workbook checkpoint (truncated, foreign or unsafe file): "
-                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an AMDIM workbook checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path} has checkpoint version {state.get('version')}, this library reads {CHECKPOINT_VERSION}")
-    return state
-
+# ----------------------------------------------------------------------------- checkpoints and data
 
 def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
     """The trained encoder (in eval mode, on the CPU) and the configuration it was trained with."""
@@ -148,12 +115,11 @@ def build_encoder(config: Config) -> Encoder:
     return Encoder(config.image_size, config.ndf, config.n_rkhs, config.n_depth, config.use_bn)
 
 
-# ----------------------------------------------------------------------------- data
-
 def build_data(config: Config):
     """(two-view training set, test set with the test transform, number of classes)."""
-    train_base = build_dataset(config.dataset, "train", config.image_size, config.data_dir, config.train_size, config.seed)
-    test_base = build_dataset(config.dataset, "test", config.image_size, config.data_dir, config.test_size, config.seed)
+    train_base, test_base = (build_dataset(config.dataset, split, config.image_size, config.data_dir, size, config.seed,
+                                           config.skip_bad_images)
+                             for split, size in (("train", config.train_size), ("test", config.test_size)))
     policy = POLICY_FOR_SIZE[config.image_size]
     pairs = ViewPair(train_base, make_two_views(policy, config.image_size, level=config.augment), seed=config.seed)
     test = Transformed(test_base, eval_transform(policy, config.image_size))
@@ -186,7 +152,7 @@ def _autocast(device: torch.device, dtype):
 
 def train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y, config: Config, nce_rng, device, dtype):
     """One update of encoder and probes. Returns (AMDIM losses, probe losses, probe logits), or
-    (None, all terms as floats, None) without updating when the loss is not finite."""
+    (None, {term: value}, None) without updating when a loss term or the gradient is not finite."""
     batch = len(y)
     x = torch.cat([x1, x2]).to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
@@ -199,9 +165,16 @@ def train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y, config:
     probe_losses = {name: F.cross_entropy(out, y) for name, out in logits.items()}
     total = losses["loss"] + sum(probe_losses.values())
     if not torch.isfinite(total):
-        return None, {k: float(v) for k, v in {**losses, **probe_losses}.items()}, None
+        terms = {k: float(v) for k, v in {**losses, **probe_losses}.items()}
+        return None, {k: v for k, v in terms.items() if not math.isfinite(v)} or terms, None
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
+    if not scaler.is_enabled():  # (the fp16 scaler skips non-finite gradients on its own)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        if not torch.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            return None, {"gradient norm": float(grad_norm)}, None
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
@@ -220,17 +193,42 @@ def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch:
     return optimizer, scheduler, scaler
 
 
+class StopRequests:
+    """While active, SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT
+    interrupts at once). Outside the main thread signals cannot be caught, and this does nothing."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: int | None = None,
           progress: bool = True) -> dict:
     """Train AMDIM with `config`, writing checkpoint.pt, config.json and metrics.jsonl into `out_dir`.
 
-    resume: continue from out_dir/checkpoint.pt when it exists (else start fresh).
+    resume: continue from the run's newest readable checkpoint when there is one (else start fresh).
     stop_at_step: end early after this many updates (a checkpoint is written), as if interrupted.
+    SIGINT/SIGTERM (Ctrl-C, a kernel interrupt, a scheduler's stop) end the run after the current
+    step with a checkpoint; `interrupted` in the summary names the signal.
     Returns a summary: steps, final losses, online probe test accuracies, images/s.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
     device = select_device(config.device)
     dtype = autocast_dtype(config.amp, device)
     torch.manual_seed(config.seed)
@@ -243,13 +241,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch)
     nce_rng = torch.Generator().manual_seed(config.seed + 1)  # draws the 5->5 source locations
 
-    step, last_eval = 0, {}
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    step, skipped, last_eval = 0, 0, {}
+    state = latest_run_checkpoint(out) if resume else None
+    if state is not None:
         saved = Config.from_dict(state["config"])
         if saved.replace(device=config.device, num_workers=config.num_workers) != config:
-            raise ValueError(f"{ckpt_path} was written with a different configuration; resume with the same "
-                             "settings or choose another output directory")
+            raise ValueError(f"the checkpoint in {out} was written with a different configuration; resume with "
+                             "the same settings or choose another output directory")
         encoder.load_state_dict(state["encoder"])
         probes.load_state_dict(state["probes"])
         optimizer.load_state_dict(state["optimizer"])
@@ -259,27 +257,31 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         nce_rng.set_state(state["rng"]["nce"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        step, last_eval = state["step"], state.get("eval", {})
+        step, skipped, last_eval = state["step"], state.get("skipped", 0), state.get("eval", {})
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     log_path = out / "metrics.jsonl"
     _truncate_log(log_path, step)  # drop lines a killed run wrote after its last checkpoint
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "step": step, "config": config.to_dict(), "eval": last_eval,
+        save_run_checkpoint(out, {
+            "step": step, "skipped": skipped, "config": config.to_dict(), "eval": last_eval,
             "encoder": encoder.state_dict(), "probes": probes.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "nce": nce_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-        })
+        }, keep=config.keep_checkpoints)
 
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=config.num_workers,
                                               pin_memory=device.type == "cuda", generator=torch.Generator())
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     last, t0, seen = {}, time.perf_counter(), 0
-    with open(log_path, "a") as log:
-        while step < total_steps and (stop_at_step is None or step < stop_at_step):
+    with StopRequests() as stop, open(log_path, "a") as log:
+        def record(kind: str, values: dict):
+            log.write(json.dumps({"kind": kind, **values}) + "\n")
+            log.flush()
+
+        while step < total_steps and step != stop_at_step and not stop.requested:
             epoch, start = divmod(step, steps_per_epoch)
             sampler = EpochSampler(len(pairs), epoch, config.seed, start=start * config.batch_size)
             loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, sampler=sampler, drop_last=True,
@@ -289,22 +291,24 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             for x1, x2, y in loader:
                 losses, probe_losses, logits = train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y,
                                                           config, nce_rng, device, dtype)
-                if losses is None:
-                    raise FloatingPointError(f"non-finite loss at step {step + 1}: {probe_losses}; the last good "
-                                             f"checkpoint is {ckpt_path} (lower lr or enable tclip)")
-                batch = len(y)
-                y = y.to(device)
                 step += 1
-                seen += 2 * batch
-
-                if step % config.log_every == 0 or step == total_steps:
+                seen += 2 * len(y)
+                if losses is None:
+                    message = f"non-finite values at step {step}: {probe_losses}"
+                    if config.on_nonfinite == "stop":
+                        raise FloatingPointError(f"{message}. Nothing was updated; the last good checkpoint is in "
+                                                 f"{out}. Lower lr, keep tclip on, or set on_nonfinite=skip.")
+                    skipped += 1
+                    record("skip", {"step": step, "terms": probe_losses})
+                    bar.write(f"skipped step {step}: {message}")
+                elif step % config.log_every == 0 or step == total_steps:
+                    y = y.to(device)
                     last = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
                             **{k: round(v.item(), 5) for k, v in losses.items()},
                             **{f"probe_{k}_loss": round(v.item(), 5) for k, v in probe_losses.items()},
                             **{f"probe_{k}_acc": (v.argmax(1) == y).float().mean().item() for k, v in logits.items()},
                             "images_per_s": round(seen / (time.perf_counter() - t0), 1)}
-                    log.write(json.dumps({"kind": "train", **last}) + "\n")
-                    log.flush()
+                    record("train", last)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['probe_linear_acc']:.2f}")
                 bar.update(1)
                 end_of_epoch = step % steps_per_epoch == 0
@@ -312,19 +316,22 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                     acc = probe_accuracy(encoder, probes, test_loader, device, dtype)
                     last_eval = {"step": step, "epoch": step // steps_per_epoch,
                                  **{f"test_{k}_acc": v for k, v in acc.items()}}
-                    log.write(json.dumps({"kind": "eval", **last_eval}) + "\n")
-                    log.flush()
+                    record("eval", last_eval)
                     bar.write(f"epoch {last_eval['epoch']}: online probes on the test split: "
                               f"linear {acc['linear']:.3f}, MLP {acc['mlp']:.3f}")
                     encoder.train(), probes.train()
-                if end_of_epoch or (config.checkpoint_every and step % config.checkpoint_every == 0) \
-                        or step == stop_at_step:
+                halt = step == stop_at_step or stop.requested
+                if end_of_epoch or halt or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     checkpoint()
-                if step == stop_at_step:
+                if halt:
                     break
     bar.close()
+    if stop.requested:
+        print(f"{stop.requested} received: stopped after step {step} with a checkpoint in {out}; "
+              "continue with resume=True (--resume)")
     elapsed = time.perf_counter() - t0
     return {"steps": step, "total_steps": total_steps, "finished": step >= total_steps,
+            "interrupted": stop.requested, "skipped_steps": skipped,
             "seconds": round(elapsed, 1), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
             "last": last, "eval": last_eval}
 

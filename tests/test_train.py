@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from amdim_lib.presets import Config, get_config
-from amdim_lib.train import (EpochSampler, encoder_from_checkpoint, load_checkpoint, lr_factor, read_metrics,
-                             save_checkpoint, select_device, train)
+from amdim_lib.checkpoints import load_checkpoint, save_checkpoint
+from amdim_lib.train import EpochSampler, encoder_from_checkpoint, lr_factor, read_metrics, select_device, train
 
 
 @pytest.fixture

@@ -1,0 +1,84 @@
+"""Checkpoints that are safe to write and safe to load.
+
+Writing: a temporary file in the same folder, flushed to disk, then renamed over the old one, so an
+interruption or a full disk never leaves a half-written checkpoint; the last few are kept as
+`checkpoints/step-NNNNNNNN.pt` (hard links, no extra space) to fall back on.
+Loading: `torch.load(weights_only=True)` accepts tensors and plain containers only, so a crafted file
+cannot run code; the format name and version are checked before anything is used.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+FORMAT = "amdim-workbook-checkpoint"
+VERSION = 1
+LATEST = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically write `state` (tensors and plain containers) with the format header."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely; a clear error names the file for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"{path} is not a readable AMDIM workbook checkpoint (truncated, foreign or unsafe file; "
+                         f"only tensors and plain containers are loaded): {type(error).__name__}: {first_line}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an AMDIM workbook checkpoint (expected a dict with format {FORMAT!r}, "
+                         "as written by `python -m amdim_lib train`)")
+    if state.get("version") != VERSION:
+        raise ValueError(f"{path} has checkpoint version {state.get('version')}; this library reads version {VERSION}")
+    return state
+
+
+def save_run_checkpoint(run_dir: str | Path, state: dict, keep: int = 2) -> Path:
+    """Write run_dir/checkpoint.pt for `state['step']` and keep the last `keep` in run_dir/checkpoints/."""
+    run_dir = Path(run_dir)
+    latest = run_dir / LATEST
+    save_checkpoint(latest, state)
+    history = run_dir / "checkpoints"
+    history.mkdir(exist_ok=True)
+    entry = history / f"step-{state['step']:08d}.pt"
+    entry.unlink(missing_ok=True)
+    try:
+        os.link(latest, entry)
+    except OSError:  # file systems without hard links: keep the latest only
+        return latest
+    for old in sorted(history.glob("step-*.pt"))[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return latest
+
+
+def latest_run_checkpoint(run_dir: str | Path) -> dict | None:
+    """The newest loadable checkpoint of a run (None when it has none); unreadable ones are skipped with a warning."""
+    run_dir = Path(run_dir)
+    candidates = [run_dir / LATEST] + sorted((run_dir / "checkpoints").glob("step-*.pt"), reverse=True)
+    for path in candidates:
+        if path.exists():
+            try:
+                return load_checkpoint(path)
+            except ValueError as error:
+                warnings.warn(f"skipping unreadable checkpoint: {error}", stacklevel=2)
+    return None
