@@ -12,7 +12,7 @@ import time
 import torch
 
 from .presets import Config
-from .train import Probes, autocast_dtype, build_data, build_encoder, build_optimisation, select_device, train_step
+from .train import AMDIM, Probes, autocast_dtype, build_data, build_encoder, build_optimisation, select_device, train_step
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -31,6 +31,7 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3) -> dict:
     probes = Probes(config.n_rkhs, 10).to(device)
     optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch=1)
     nce_rng = torch.Generator().manual_seed(config.seed)
+    model = AMDIM(encoder, probes)
     shape = (config.batch_size, 3, config.image_size, config.image_size)
     x1, x2 = torch.randn(shape), torch.randn(shape)
     y = torch.randint(0, 10, (config.batch_size,))
@@ -41,7 +42,7 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-        train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device, dtype)
+        train_step(model, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - start) / steps

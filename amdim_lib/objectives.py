@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from .distributed import Context, gather_with_grad
 from .encoder import Features
 
 TASKS = ("1t5", "1t7", "5t5")
@@ -27,40 +28,48 @@ def tanh_clip(x: torch.Tensor, clip: float | None = 20.0) -> torch.Tensor:
 
 
 def nce_scores(src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor:
-    """Raw scores (B, B, L) of sources (B, D) against targets (B, D, L) or (B, D, H, W)."""
-    batch, dim = src.shape
-    trg = trg.reshape(batch, dim, -1)
-    # One (B, D) x (D, B*L) matmul gives every source-target score.
+    """Raw scores (B, B', L) of sources (B, D) against targets (B', D, L) or (B', D, H, W)."""
+    dim = src.shape[1]
+    trg = trg.reshape(trg.shape[0], dim, -1)
+    # One (B, D) x (D, B'*L) matmul gives every source-target score.
     flat = trg.transpose(0, 1).reshape(dim, -1)
-    return (src @ flat).view(batch, batch, -1) / math.sqrt(dim)
+    return (src @ flat).view(src.shape[0], trg.shape[0], -1) / math.sqrt(dim)
 
 
-def nce_loss(src: torch.Tensor, trg: torch.Tensor, tclip: float | None = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
+def nce_loss(src: torch.Tensor, trg: torch.Tensor, tclip: float | None = 20.0,
+             pos_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """AMDIM NCE loss for one source-target pair and the (unweighted) logit regulariser.
 
     For each positive (i, l) the loss is -[z_iil - log(exp z_iil + sum_{j != i, l'} exp z_ijl')]
-    with z the clipped scores; the result is the mean over all positives.
+    with z the clipped scores; the result is the mean over all positives. With targets gathered
+    from several processes, source i's own image is target i + pos_offset.
     """
-    if src.dim() != 2 or trg.dim() not in (3, 4) or trg.shape[:2] != src.shape:
+    if (src.dim() != 2 or trg.dim() not in (3, 4) or trg.shape[1] != src.shape[1]
+            or trg.shape[0] < src.shape[0] + pos_offset):
         raise ValueError(f"expected src (B, D) and trg (B, D, L) or (B, D, H, W), got {tuple(src.shape)}, {tuple(trg.shape)}")
     scores = nce_scores(src, trg)
     logit_reg = scores.pow(2).mean()
     z = tanh_clip(scores, tclip)
-    batch = z.shape[0]
-    same_image = torch.eye(batch, dtype=torch.bool, device=z.device).unsqueeze(-1)  # (B, B, 1), broadcast over L
-    positives = z.diagonal(dim1=0, dim2=1).T                                      # (B, L): z[i, i, l]
+    rows = torch.arange(z.shape[0], device=z.device)
+    same_image = (rows[:, None] + pos_offset == torch.arange(z.shape[1], device=z.device)[None, :]).unsqueeze(-1)
+    positives = z[rows, rows + pos_offset]                                          # (B, L): z[i, i, l]
     negatives = z.masked_fill(same_image, float("-inf")).flatten(1).logsumexp(1)    # (B,): log sum over j != i, l'
     log_prob = positives - torch.logaddexp(positives, negatives.unsqueeze(1))
     return -log_prob.mean(), logit_reg
 
 
-def random_location(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One uniformly drawn location per image of a (B, D, H, W) map, as (B, D)."""
+def random_location(features: torch.Tensor, generator: torch.Generator | None = None,
+                    context: Context = Context()) -> torch.Tensor:
+    """One uniformly drawn location per image of a (B, D, H, W) map, as (B, D).
+
+    Data-parallel ranks draw the locations of the whole global batch from the same generator and
+    keep their own slice, exactly as one process would.
+    """
     batch, dim = features.shape[:2]
     flat = features.reshape(batch, dim, -1)
-    index = torch.randint(flat.shape[2], (batch,), generator=generator,
+    index = torch.randint(flat.shape[2], (batch * context.world_size,), generator=generator,
                           device=generator.device if generator is not None else "cpu")
-    index = index.to(flat.device)
+    index = index[context.rank * batch:(context.rank + 1) * batch].to(flat.device)
     return flat[torch.arange(batch, device=flat.device), :, index]
 
 
@@ -76,27 +85,34 @@ def amdim_loss(
     reg_weight: float = 0.05,
     tasks: Sequence[str] = TASKS,
     generator: torch.Generator | None = None,
+    context: Context = Context(),
 ) -> dict[str, torch.Tensor]:
     """Multiscale AMDIM loss between the features of two views of the same images.
 
     Each task predicts across views in both directions, and the two directions are averaged:
     1t5 (global r1 -> local r5), 1t7 (r1 -> r7), 5t5 (one random r5 location -> all r5 locations).
     Returns a dict with the total `loss`, the NCE term of each task and the weighted regulariser `reg`.
+    In data-parallel training (`context`), targets are gathered from every rank, so the negatives
+    span the global batch.
     """
     unknown = set(tasks) - set(TASKS)
     if unknown or not tasks:
         raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}")
     f1, f2 = _as_float(f1), _as_float(f2)
+    batch = f1.r1.shape[0]
+    offset = context.rank * batch  # where this rank's images sit among the gathered targets
+    # Targets of the other view (local maps only; the sources stay on this rank).
+    t1, t2 = (Features(f.r1, gather_with_grad(f.r5, context), gather_with_grad(f.r7, context)) for f in (f1, f2))
     out: dict[str, torch.Tensor] = {}
     reg = torch.zeros((), device=f1.r1.device, dtype=f1.r1.dtype)
     for task in tasks:
         terms, regs = [], []
-        for a, b in ((f1, f2), (f2, f1)):
+        for a, b in ((f1, t2), (f2, t1)):
             if task == "5t5":
-                src, trg = random_location(a.r5, generator), b.r5
+                src, trg = random_location(a.r5, generator, context), b.r5
             else:
                 src, trg = a.r1.flatten(1), (b.r5 if task == "1t5" else b.r7)
-            loss, lreg = nce_loss(src, trg, tclip)
+            loss, lreg = nce_loss(src, trg, tclip, pos_offset=offset)
             terms.append(loss)
             regs.append(lreg)
         out[task] = (terms[0] + terms[1]) / 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -26,12 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoints import latest_run_checkpoint, load_checkpoint, save_run_checkpoint
-from .datasets import build_dataset, num_classes
+from .datasets import build_dataset, num_classes, self_supervised_split
 from .encoder import Encoder, Features
 from .objectives import amdim_loss
 from .presets import Config
-from .views import POLICY_FOR_SIZE, Transformed, ViewPair, make_two_views, eval_transform
+from .views import Transformed, ViewPair, make_two_views, eval_transform, resolve_policy
 
 # ----------------------------------------------------------------------------- devices and precision
 
@@ -75,23 +77,47 @@ class Probes(nn.Module):
         return {"linear": self.linear(h), "mlp": self.mlp(h)}
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """Yields (epoch, index) keys of a seeded permutation, optionally sharded by rank and started
-    part-way through (to resume mid-epoch without replaying skipped batches)."""
+class AMDIM(nn.Module):
+    """The encoder and its online probes as one module (what DDP wraps)."""
 
-    def __init__(self, n: int, epoch: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
-        self.n, self.epoch, self.seed, self.start, self.rank, self.world_size = n, epoch, seed, start, rank, world_size
+    def __init__(self, encoder: Encoder, probes: Probes):
+        super().__init__()
+        self.encoder, self.probes = encoder, probes
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+        """Features of both views (one pass: BN sees them together) and probe logits on view 1's r1."""
+        both = self.encoder(torch.cat([x1, x2]))
+        batch = len(x1)
+        f1 = Features(*(t[:batch] for t in both))
+        f2 = Features(*(t[batch:] for t in both))
+        return f1, f2, self.probes(f1.r1.detach().flatten(1).float())
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, index) keys of a seeded permutation, cut into global batches of `batch_size`.
+
+    With several ranks, rank r takes the r-th slice of every global batch, so N processes together
+    see exactly the batches one process would. `start` skips this rank's first items (to resume
+    mid-epoch without replaying skipped batches). An incomplete last global batch is dropped.
+    """
+
+    def __init__(self, n: int, epoch: int, seed: int, batch_size: int = 1, start: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes ({world_size})")
+        self.n, self.epoch, self.seed, self.batch_size = n, epoch, seed, batch_size
+        self.start, self.rank, self.world_size = start, rank, world_size
 
     def _indices(self) -> list[int]:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        per_rank = self.n // self.world_size
-        return order[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()[self.start:]
+        batches = order[:self.n - self.n % self.batch_size].view(-1, self.world_size, self.batch_size // self.world_size)
+        return batches[:, self.rank].flatten().tolist()[self.start:]
 
     def __iter__(self):
         return iter([(self.epoch, i) for i in self._indices()])
 
     def __len__(self) -> int:
-        return self.n // self.world_size - self.start
+        return (self.n // self.batch_size) * (self.batch_size // self.world_size) - self.start
 
 
 def lr_factor(step: int, warmup_steps: int, milestone_steps: list[int], gamma: float) -> float:
@@ -115,12 +141,22 @@ def build_encoder(config: Config) -> Encoder:
     return Encoder(config.image_size, config.ndf, config.n_rkhs, config.n_depth, config.use_bn)
 
 
+def build_splits(config: Config, self_supervised: bool = False):
+    """The configured data set's (train, test) splits, untransformed.
+
+    self_supervised=True: the training split is the one self-supervised training reads (STL-10:
+    train+unlabeled, whose unlabelled items carry label -1); otherwise the labelled one, for probes.
+    """
+    train_split = self_supervised_split(config.dataset) if self_supervised else "train"
+    return tuple(build_dataset(config.dataset, split, config.image_size, config.data_dir, size, config.seed,
+                               config.skip_bad_images, config.download)
+                 for split, size in ((train_split, config.train_size), ("test", config.test_size)))
+
+
 def build_data(config: Config):
     """(two-view training set, test set with the test transform, number of classes)."""
-    train_base, test_base = (build_dataset(config.dataset, split, config.image_size, config.data_dir, size, config.seed,
-                                           config.skip_bad_images)
-                             for split, size in (("train", config.train_size), ("test", config.test_size)))
-    policy = POLICY_FOR_SIZE[config.image_size]
+    train_base, test_base = build_splits(config, self_supervised=True)
+    policy = resolve_policy(config.policy, config.image_size)
     pairs = ViewPair(train_base, make_two_views(policy, config.image_size, level=config.augment), seed=config.seed)
     test = Transformed(test_base, eval_transform(policy, config.image_size))
     if len(pairs) < config.batch_size:
@@ -150,21 +186,22 @@ def _autocast(device: torch.device, dtype):
 
 # ----------------------------------------------------------------------------- the loop
 
-def train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y, config: Config, nce_rng, device, dtype):
-    """One update of encoder and probes. Returns (AMDIM losses, probe losses, probe logits), or
-    (None, {term: value}, None) without updating when a loss term or the gradient is not finite."""
-    batch = len(y)
-    x = torch.cat([x1, x2]).to(device, non_blocking=True)
+def train_step(model, optimizer, scheduler, scaler, x1, x2, y, config: Config, nce_rng, device, dtype,
+               context: distributed.Context = distributed.Context()):
+    """One update of encoder and probes (`model`: an AMDIM module, or DDP around one). Returns
+    (AMDIM losses, probe losses, probe logits), or (None, {term: value}, None) without updating
+    when a loss term or the gradient is not finite."""
+    x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
     with _autocast(device, dtype):
-        both = encoder(x)  # one pass over both views: BN sees them together
-        f1 = Features(*(t[:batch] for t in both))
-        f2 = Features(*(t[batch:] for t in both))
-        losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng)
-    logits = probes(f1.r1.detach().flatten(1).float())
-    probe_losses = {name: F.cross_entropy(out, y) for name, out in logits.items()}
+        f1, f2, logits = model(x1, x2)
+        losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng, context=context)
+    # Unlabelled items (label -1, e.g. STL-10's unlabeled split) train the encoder but never the probes.
+    labelled = y >= 0
+    probe_losses = {name: F.cross_entropy(out[labelled], y[labelled]) if labelled.any() else out.sum() * 0.0
+                    for name, out in logits.items()}
     total = losses["loss"] + sum(probe_losses.values())
-    if not torch.isfinite(total):
+    if not _all_ranks_finite(total, context):
         terms = {k: float(v) for k, v in {**losses, **probe_losses}.items()}
         return None, {k: v for k, v in terms.items() if not math.isfinite(v)} or terms, None
     optimizer.zero_grad(set_to_none=True)
@@ -172,13 +209,21 @@ def train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y, config:
     if not scaler.is_enabled():  # (the fp16 scaler skips non-finite gradients on its own)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-        if not torch.isfinite(grad_norm):
+        if not _all_ranks_finite(grad_norm, context):
             optimizer.zero_grad(set_to_none=True)
             return None, {"gradient norm": float(grad_norm)}, None
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
     return losses, probe_losses, logits
+
+
+def _all_ranks_finite(value: torch.Tensor, context: distributed.Context) -> bool:
+    """Whether `value` is finite on every rank (all ranks must agree to skip or stop together)."""
+    finite = torch.isfinite(value.detach()).float().reshape(1)
+    if context.enabled:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch: int):
@@ -228,14 +273,24 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     Returns a summary: steps, final losses, online probe test accuracies, images/s.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = select_device(config.device)
+    context = distributed.setup(device.type)  # one process, or one of torchrun's
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    if config.batch_size % context.world_size:
+        raise ValueError(f"batch_size={config.batch_size} (the global batch) must be divisible by the "
+                         f"{context.world_size} processes")
+    local_batch = config.batch_size // context.world_size
+    progress = progress and context.is_main
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     dtype = autocast_dtype(config.amp, device)
     torch.manual_seed(config.seed)
 
     pairs, test_set, n_classes = build_data(config)
     encoder = build_encoder(config).to(device)
-    probes = Probes(config.n_rkhs, n_classes).to(device)
+    probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout).to(device)
     steps_per_epoch = len(pairs) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch)
@@ -245,7 +300,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     state = latest_run_checkpoint(out) if resume else None
     if state is not None:
         saved = Config.from_dict(state["config"])
-        if saved.replace(device=config.device, num_workers=config.num_workers) != config:
+        # Where and how the run executes may change on resume; what it computes may not.
+        if saved.replace(device=config.device, num_workers=config.num_workers, download=config.download) != config:
             raise ValueError(f"the checkpoint in {out} was written with a different configuration; resume with "
                              "the same settings or choose another output directory")
         encoder.load_state_dict(state["encoder"])
@@ -258,11 +314,21 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step, skipped, last_eval = state["step"], state.get("skipped", 0), state.get("eval", {})
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    model = AMDIM(encoder, probes)
+    if context.enabled:
+        distributed.sync_batch_norms(model)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=set(config.tasks) != {"1t5", "1t7", "5t5"})  # a task subset leaves a head unused
     log_path = out / "metrics.jsonl"
-    _truncate_log(log_path, step)  # drop lines a killed run wrote after its last checkpoint
+    if context.is_main:
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        _truncate_log(log_path, step)  # drop lines a killed run wrote after its last checkpoint
 
     def checkpoint():
+        if not context.is_main:  # rank 0 writes; the others wait so that nobody runs ahead of the file
+            distributed.barrier(context)
+            return
         save_run_checkpoint(out, {
             "step": step, "skipped": skipped, "config": config.to_dict(), "eval": last_eval,
             "encoder": encoder.state_dict(), "probes": probes.state_dict(),
@@ -270,29 +336,32 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             "rng": {"torch": torch.get_rng_state(), "nce": nce_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
         }, keep=config.keep_checkpoints)
+        distributed.barrier(context)
 
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=config.num_workers,
                                               pin_memory=device.type == "cuda", generator=torch.Generator())
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     last, t0, seen = {}, time.perf_counter(), 0
-    with StopRequests() as stop, open(log_path, "a") as log:
+    with StopRequests() as stop, (open(log_path, "a") if context.is_main else open(os.devnull, "w")) as log:
         def record(kind: str, values: dict):
             log.write(json.dumps({"kind": kind, **values}) + "\n")
             log.flush()
 
-        while step < total_steps and step != stop_at_step and not stop.requested:
+        halt = False
+        while step < total_steps and step != stop_at_step and not halt:
             epoch, start = divmod(step, steps_per_epoch)
-            sampler = EpochSampler(len(pairs), epoch, config.seed, start=start * config.batch_size)
-            loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+            sampler = EpochSampler(len(pairs), epoch, config.seed, config.batch_size, start=start * local_batch,
+                                   rank=context.rank, world_size=context.world_size)
+            loader = torch.utils.data.DataLoader(pairs, batch_size=local_batch, sampler=sampler, drop_last=True,
                                                  num_workers=config.num_workers, pin_memory=device.type == "cuda",
                                                  generator=torch.Generator().manual_seed(config.seed + epoch))
-            encoder.train(), probes.train()
+            model.train()
             for x1, x2, y in loader:
-                losses, probe_losses, logits = train_step(encoder, probes, optimizer, scheduler, scaler, x1, x2, y,
-                                                          config, nce_rng, device, dtype)
+                losses, probe_losses, logits = train_step(model, optimizer, scheduler, scaler, x1, x2, y,
+                                                          config, nce_rng, device, dtype, context)
                 step += 1
-                seen += 2 * len(y)
+                seen += 2 * len(y) * context.world_size
                 if losses is None:
                     message = f"non-finite values at step {step}: {probe_losses}"
                     if config.on_nonfinite == "stop":
@@ -303,30 +372,33 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                     bar.write(f"skipped step {step}: {message}")
                 elif step % config.log_every == 0 or step == total_steps:
                     y = y.to(device)
+                    losses = distributed.mean_over_ranks(losses, context)
+                    probe_losses = distributed.mean_over_ranks(probe_losses, context)
                     last = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
                             **{k: round(v.item(), 5) for k, v in losses.items()},
                             **{f"probe_{k}_loss": round(v.item(), 5) for k, v in probe_losses.items()},
-                            **{f"probe_{k}_acc": (v.argmax(1) == y).float().mean().item() for k, v in logits.items()},
+                            **{f"probe_{k}_acc": (v.argmax(1) == y)[y >= 0].float().mean().nan_to_num().item()
+                               for k, v in logits.items()},
                             "images_per_s": round(seen / (time.perf_counter() - t0), 1)}
                     record("train", last)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['probe_linear_acc']:.2f}")
                 bar.update(1)
                 end_of_epoch = step % steps_per_epoch == 0
                 if end_of_epoch and ((step // steps_per_epoch) % config.eval_every == 0 or step == total_steps):
-                    acc = probe_accuracy(encoder, probes, test_loader, device, dtype)
+                    acc = probe_accuracy(encoder, probes, test_loader, device, dtype)  # (every rank: BN states agree)
                     last_eval = {"step": step, "epoch": step // steps_per_epoch,
                                  **{f"test_{k}_acc": v for k, v in acc.items()}}
                     record("eval", last_eval)
                     bar.write(f"epoch {last_eval['epoch']}: online probes on the test split: "
                               f"linear {acc['linear']:.3f}, MLP {acc['mlp']:.3f}")
-                    encoder.train(), probes.train()
-                halt = step == stop_at_step or stop.requested
+                    model.train()
+                halt = step == stop_at_step or distributed.any_rank(bool(stop.requested), context)
                 if end_of_epoch or halt or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     checkpoint()
                 if halt:
                     break
     bar.close()
-    if stop.requested:
+    if stop.requested and context.is_main:
         print(f"{stop.requested} received: stopped after step {step} with a checkpoint in {out}; "
               "continue with resume=True (--resume)")
     elapsed = time.perf_counter() - t0

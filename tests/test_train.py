@@ -58,13 +58,20 @@ def test_learning_rate_schedule():
 
 
 def test_epoch_sampler_is_seeded_sharded_and_resumable():
-    full = list(EpochSampler(10, epoch=0, seed=1))
+    full = list(EpochSampler(10, epoch=0, seed=1, batch_size=2))
     assert sorted(i for _, i in full) == list(range(10)) and all(e == 0 for e, _ in full)
-    assert full == list(EpochSampler(10, epoch=0, seed=1))
-    assert full != list(EpochSampler(10, epoch=1, seed=1))
-    assert list(EpochSampler(10, epoch=0, seed=1, start=4)) == full[4:]
-    shards = [list(EpochSampler(10, 0, 1, rank=r, world_size=2)) for r in range(2)]
-    assert len(shards[0]) == len(shards[1]) == 5 and not set(shards[0]) & set(shards[1])
+    assert full == list(EpochSampler(10, epoch=0, seed=1, batch_size=2))
+    assert full != list(EpochSampler(10, epoch=1, seed=1, batch_size=2))
+    assert list(EpochSampler(10, epoch=0, seed=1, batch_size=2, start=4)) == full[4:]
+    assert len(list(EpochSampler(10, 0, 1, batch_size=4))) == 8, "an incomplete last batch is dropped"
+    # Two ranks: each takes its half of every global batch of 4, together exactly one process's batches.
+    single = [i for _, i in EpochSampler(10, 0, 1, batch_size=4)]
+    shards = [[i for _, i in EpochSampler(10, 0, 1, batch_size=4, rank=r, world_size=2)] for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 4
+    for b in range(2):
+        assert shards[0][2 * b:2 * b + 2] + shards[1][2 * b:2 * b + 2] == single[4 * b:4 * b + 4]
+    with pytest.raises(ValueError, match="divisible"):
+        EpochSampler(10, 0, 1, batch_size=3, world_size=2)
 
 
 def test_checkpoints_are_atomic_and_loaded_safely(tmp_path):
