@@ -9,13 +9,17 @@ import json
 import sys
 from pathlib import Path
 
-from .presets import PRESETS, PRESETS_NAMES, Config, get_config
+from .presets import PRESETS, Config, get_config, preset_names
 
 EXAMPLES = """examples:
   python -m amdim_lib train --dataset shapes --preset demo --out runs/demo
   python -m amdim_lib train --dataset folder --data-dir ../shared/data/cifar10-subset --preset demo --out runs/cifar
   python -m amdim_lib train --dataset shapes --preset demo --set batch_size=128 --set tasks=1t7 --print-config
   python -m amdim_lib eval --checkpoint runs/demo/checkpoint.pt
+  python -m amdim_lib download --dataset cifar10          (into data/cifar10/; or add --download to train)
+  python -m amdim_lib train --dataset stl10 --preset paper --out runs/stl10
+  python -m amdim_lib train --dataset imagenet --preset paper-192 --print-config
+  python -m amdim_lib eval --checkpoint runs/imagenet/checkpoint.pt --dataset places205   (transfer)
   python -m amdim_lib bench --preset paper --batch-size 64
 """
 
@@ -46,6 +50,8 @@ def config_from_args(args) -> Config:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "device", None):
         overrides["device"] = args.device
+    if getattr(args, "download", False):
+        overrides["download"] = True
     try:
         return get_config(args.dataset, args.preset, **overrides)
     except (ValueError, TypeError) as error:
@@ -54,10 +60,16 @@ def config_from_args(args) -> Config:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="shapes", choices=sorted(PRESETS),
-                   help="shapes: embedded procedural data (default, no files); folder: --data-dir with train/ and test/ class folders")
-    p.add_argument("--preset", default="demo", choices=PRESETS_NAMES,
-                   help="smoke: seconds (tests); demo: a few CPU minutes (default); paper: the paper's configuration (GPU)")
-    p.add_argument("--data-dir", help="root of the data set on disk (needed for --dataset folder)")
+                   help="shapes: embedded procedural data (default, no files); folder: --data-dir with train/ and test/ "
+                        "class folders; cifar10, cifar100, stl10 (torchvision files), imagenet, places205 (class folders): "
+                        "read from data/<name>/ unless --data-dir says otherwise (layouts: data/README.md)")
+    p.add_argument("--preset", default="demo", choices=preset_names(),
+                   help="smoke: seconds (tests); demo: a few CPU minutes (default); paper: the paper's configuration "
+                        "(GPU); imagenet/places205 also paper-256 and paper-192 (narrower encoders)")
+    p.add_argument("--data-dir", help="root of the data set on disk (needed for --dataset folder; default data/<name>/)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch a missing data set first (CIFAR-10/100, STL-10: network; ImageNet, Places205: unpack "
+                        "archives already in the root); without it nothing is downloaded")
     p.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one configuration value, e.g. --set epochs=3 --set tasks=1t5,1t7 (repeatable)")
@@ -110,13 +122,37 @@ def cmd_eval(args) -> dict:
         encoder, config = encoder_from_checkpoint(args.checkpoint)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
-    if args.data_dir:
-        config = config.replace(data_dir=args.data_dir)
-    results = evaluate_encoder(encoder, config, baselines=not args.no_baselines, mlp=args.mlp)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    trained_on = config.dataset
+    try:
+        if args.dataset and args.dataset != config.dataset:  # transfer: probes on another data set's features
+            config = config.replace(dataset=args.dataset, data_dir=args.data_dir, policy=None)
+        elif args.data_dir:
+            config = config.replace(data_dir=args.data_dir)
+        config = config.replace(download=args.download)
+        results = evaluate_encoder(encoder, config, baselines=not args.no_baselines, mlp=args.mlp)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    # Default: the checkpoint's folder; a transfer evaluation gets its own sub-folder (eval-<data set>).
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / (
+        f"eval-{config.dataset}" if config.dataset != trained_on else "")
     out.mkdir(parents=True, exist_ok=True)
     _write_report(out, config, "checkpoint", {}, results)
+    # What was evaluated, for amdim_lib.results (the run's config.json names the training data set only).
+    (out / "eval_info.json").write_text(json.dumps({"dataset": config.dataset, "trained_on": trained_on,
+                                                    "checkpoint": str(args.checkpoint), "config": config.to_dict()},
+                                                   indent=2))
     return results
+
+
+def cmd_download(args) -> dict:
+    from .datasets import fetch
+
+    try:
+        root = fetch(args.dataset, args.data_dir)
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"{args.dataset} is ready in {root}")
+    return {"root": str(root)}
 
 
 def cmd_bench(args) -> dict:
@@ -166,10 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="frozen-feature linear probe and kNN of a checkpoint, beside random-init and raw-pixel baselines")
     p.add_argument("--checkpoint", required=True, help="path to a checkpoint.pt written by train")
     p.add_argument("--data-dir", help="override the data root stored in the checkpoint")
+    p.add_argument("--dataset", choices=sorted(PRESETS),
+                   help="evaluate on another data set than the one trained on (transfer, e.g. an ImageNet encoder "
+                        "probed on places205); its root is --data-dir or data/<name>/")
+    p.add_argument("--download", action="store_true", help="fetch the evaluation data set first when missing")
     p.add_argument("--no-baselines", action="store_true", help="skip the random-init and raw-pixel baselines")
     p.add_argument("--mlp", action="store_true", help="also fit the MLP probe (slower)")
     p.add_argument("--out", help="where to write eval.json and report.md (default: the checkpoint's folder)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("download", help="fetch a data set into data/<name>/ (CIFAR-10/100, STL-10: download; "
+                                        "ImageNet, Places205: unpack the official archives placed there)")
+    p.add_argument("--dataset", required=True, choices=["cifar10", "cifar100", "stl10", "imagenet", "places205"])
+    p.add_argument("--data-dir", help="root to fetch into (default data/<name>/)")
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("bench", help="training-step images/s and peak memory, and data-pipeline images/s")
     _add_config_args(p)

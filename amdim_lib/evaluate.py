@@ -99,14 +99,14 @@ def evaluate_features(train_x, train_y, test_x, test_y, mlp: bool = False, seed:
 def feature_sets(encoder: Encoder, config, baselines: bool = True, device="cpu") -> dict[str, tuple]:
     """Train/test features of a trained encoder and, with `baselines`, of the same architecture at
     random initialisation and of raw pixels, all with the test transform of the run's data set."""
-    from .datasets import build_dataset
-    from .train import build_encoder
-    from .views import POLICY_FOR_SIZE, Transformed, eval_transform
+    from .train import build_encoder, build_splits
+    from .views import Transformed, eval_transform, resolve_policy
 
-    transform = eval_transform(POLICY_FOR_SIZE[config.image_size], config.image_size)
-    splits = {split: Transformed(build_dataset(config.dataset, split, config.image_size, config.data_dir, size,
-                                               config.seed, config.skip_bad_images), transform)
-              for split, size in (("train", config.train_size), ("test", config.test_size))}
+    # STL-10: the probes' training split is the labelled train split (build_splits' default), never
+    # train+unlabeled. Transfer (e.g. an ImageNet encoder probed on Places205): pass the encoder with a
+    # config whose dataset/data_dir name the other data set (`python -m amdim_lib eval --dataset ...`).
+    transform = eval_transform(resolve_policy(config.policy, config.image_size), config.image_size)
+    splits = dict(zip(("train", "test"), (Transformed(split, transform) for split in build_splits(config))))
     encoders = {"AMDIM (trained)": encoder}
     if baselines:
         torch.manual_seed(config.seed)

@@ -25,12 +25,16 @@ class Config:
     train_size: int | None = None        # Shapes: images per split (None: the data set's default)
     test_size: int | None = None
     augment: str = "full"                # full | crop | flip | none
+    policy: str | None = None            # view policy; None: by image size (cifar 32, stl10 64, imagenet 128);
+                                         # imagenet-randaugment | -trivialaugment | -autoaugment: stronger, for ImageNet
+    download: bool = False               # CIFAR-10/100, STL-10: download into data_dir when missing (never otherwise)
     skip_bad_images: bool = False        # image folders: skip (and count) unreadable files instead of failing
     # encoder
     ndf: int = 128
     n_rkhs: int = 1024
     n_depth: int = 3
     use_bn: bool = False
+    probe_dropout: float = 0.2           # dropout of the online MLP probe (as in the paper)
     # objective
     tclip: float | None = 20.0
     reg_weight: float = 0.05
@@ -59,7 +63,7 @@ class Config:
     def __post_init__(self):
         # Check everything before any work starts; each message names the allowed values.
         from .encoder import IMAGE_SIZES, local_width
-        from .views import LEVELS
+        from .views import LEVELS, VIEW_POLICIES
 
         def need(ok: bool, message: str):
             if not ok:
@@ -86,6 +90,8 @@ class Config:
              f"milestones={self.milestones}; increasing epoch numbers >= 1")
         need(self.lr > 0 and self.warmup_steps >= 0, f"lr={self.lr}, warmup_steps={self.warmup_steps}; lr > 0, warmup >= 0")
         need(self.augment in LEVELS, f"augment={self.augment!r}; choose one of {LEVELS}")
+        need(self.policy is None or self.policy in VIEW_POLICIES,
+             f"policy={self.policy!r}; None (by image size) or one of {VIEW_POLICIES}")
         need(bool(self.tasks) and set(self.tasks) <= set(TASKS), f"tasks={self.tasks}; a non-empty subset of {TASKS}")
         need(self.amp in ("auto", "bf16", "fp16", "off"), f"amp={self.amp!r}; choose auto, bf16, fp16 or off")
         need(self.tclip is None or self.tclip > 0, f"tclip={self.tclip}; a positive number or None (no clipping)")
@@ -125,6 +131,53 @@ PRESETS: dict[str, dict[str, dict]] = {
     "folder": {"smoke": dict(_SMOKE, train_size=None, test_size=None), "demo": dict(_DEMO, train_size=None, test_size=None),
                "paper": _PAPER_32},
 }
+
+
+def _at(preset: dict, image_size: int, **changes) -> dict:
+    """`preset` at another image size, n_rkhs raised to the local feature width there when below it."""
+    from .encoder import local_width
+    out = dict(preset, image_size=image_size, **changes)
+    out["n_rkhs"] = max(out["n_rkhs"], local_width(image_size, out["ndf"]))
+    return out
+
+
+# Real data sets: smoke = a few hundred of the real images (seconds), demo = a subset for CPU minutes,
+# paper = the paper's configuration (a GPU; full splits). train_size/test_size pick a seeded subset.
+# CIFAR-10/100 and STL-10, the paper's large model: ndf 256, n_rkhs 2048, n_depth 10, batch 480,
+# 300 epochs with lr x0.2 at epochs 250 and 280, tclip 20 (the official code's schedule for them).
+_PAPER_LARGE = dict(ndf=256, n_rkhs=2048, n_depth=10, batch_size=480, epochs=300, milestones=(250, 280),
+                    warmup_steps=500, tclip=20.0, num_workers=8, log_every=50, train_size=None, test_size=None)
+# ImageNet at 128 px. paper: the model behind the 68.1% (ndf 320, n_rkhs 2560, n_depth 10) on the longer
+# schedule the official code recommends for its best results (100 epochs, x0.2 at 60 and 90);
+# paper-256: the intermediate width (n_rkhs 2048; depth 10 assumed as in the large model);
+# paper-192: the official README's command (ndf 192, n_rkhs 1536, n_depth 8, batch 480) on the code's
+# default ImageNet schedule (50 epochs, x0.2 at 30 and 45). All use mixed precision on CUDA (amp=auto).
+_PAPER_128 = dict(_PAPER_LARGE, image_size=128, ndf=320, n_rkhs=2560, n_depth=10, epochs=100, milestones=(60, 90),
+                  num_workers=12)
+_IMAGENET_LIKE = {
+    "smoke": _at(_SMOKE, 128),
+    "demo": _at(_DEMO, 128, train_size=2000, test_size=1000),
+    "paper": _PAPER_128,
+    "paper-256": dict(_PAPER_128, ndf=256, n_rkhs=2048),
+    "paper-192": dict(_PAPER_128, ndf=192, n_rkhs=1536, n_depth=8, epochs=50, milestones=(30, 45)),
+}
+PRESETS.update({
+    "cifar10": {"smoke": _SMOKE, "demo": _at(_DEMO, 32, train_size=10_000, test_size=2_000),
+                "paper": dict(_PAPER_LARGE, image_size=32)},
+    "cifar100": {"smoke": _SMOKE, "demo": _at(_DEMO, 32, train_size=10_000, test_size=2_000),
+                 "paper": dict(_PAPER_LARGE, image_size=32)},
+    # STL-10 trains on train+unlabeled (105k images), its probes on the 5k labelled train images.
+    "stl10": {"smoke": _at(_SMOKE, 64), "demo": _at(_DEMO, 64, train_size=4000, test_size=2000),
+              "paper": dict(_PAPER_LARGE, image_size=64)},
+    "imagenet": _IMAGENET_LIKE,
+    "places205": _IMAGENET_LIKE,  # self-supervised on Places205; the paper's 55.0 is ImageNet -> Places205 transfer
+})
+
+
+def preset_names() -> tuple[str, ...]:
+    """Every preset name of any data set: smoke, demo, paper first, then the variants (paper-192, ...)."""
+    extra = sorted({name for presets in PRESETS.values() for name in presets} - set(PRESETS_NAMES))
+    return PRESETS_NAMES + tuple(extra)
 
 
 def get_config(dataset: str = "shapes", preset: str = "demo", **overrides) -> Config:

@@ -1,0 +1,138 @@
+"""The results table: our accuracies beside the paper's, one row per run, produced from the runs' files.
+
+    from amdim_lib.results import table_from_runs
+    print(table_from_runs(["runs/cifar10-paper", "runs/stl10-paper", "runs/imagenet-to-places205"]))
+
+A run directory is what `python -m amdim_lib train` / `eval` write: `config.json` (what was trained),
+`eval.json` (frozen-feature probes: {feature set: {probe: accuracy}}), `eval_info.json` (what `eval`
+evaluated, e.g. a transfer to another data set) and `metrics.jsonl` (the online probes). Rows can
+also be made directly with `row(...)`, e.g. from a notebook's metrics.json. Accuracies are fractions
+in [0, 1] everywhere and printed in %.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Linear-evaluation accuracies (%) reported for AMDIM: CIFAR-10/100 and STL-10 for the paper's large
+# model; ImageNet and Places205 from the official code's README (Places205: the ImageNet encoder's
+# features probed on Places205, i.e. transfer).
+PAPER_LINEAR = {"cifar10": 91.2, "cifar100": 70.2, "stl10": 94.2, "imagenet": 68.1, "places205": 55.0}
+DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "imagenet": "ImageNet",
+           "places205": "Places205", "shapes": "Shapes", "folder": "image folder"}
+PROTOCOL = ("Ours: frozen r1 features with the test transform; linear = logistic regression on standardised "
+            "features (C chosen on a held-out 10% of the training split), MLP = one hidden layer, kNN = cosine, "
+            "k=200, temperature-weighted; 'online' = the probes trained alongside the encoder. Paper: linear "
+            "evaluation as reported (CIFAR/STL-10: large model; ImageNet, Places205: official README, "
+            "Places205 by transfer from ImageNet).")
+
+
+def paper_key(dataset: str, data_dir: str | None = None) -> str | None:
+    """The paper data set a run's data matches: its name, or for an image folder the name of the
+    folder (e.g. '.../cifar10-subset' -> 'cifar10'); None when the paper has no such figure."""
+    if dataset in PAPER_LINEAR:
+        return dataset
+    if dataset == "folder" and data_dir:
+        squashed = Path(str(data_dir)).name.lower().replace("-", "").replace("_", "")
+        for key in sorted(PAPER_LINEAR, key=len, reverse=True):  # cifar100 before cifar10
+            if squashed.startswith(key):
+                return key
+    return None
+
+
+def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn: float | None = None,
+        run: str = "", setting: str = "", data_dir: str | None = None, trained_on: str | None = None,
+        online: bool = False) -> dict:
+    """One table row. dataset: the data set the probes were trained and tested on; trained_on: the
+    encoder's training data set when different (transfer); online: the accuracies are the online probes'."""
+    key = paper_key(dataset, data_dir)
+    name = DISPLAY.get(dataset, dataset)
+    if dataset == "folder" and data_dir:
+        name = f"{DISPLAY[key]} ({Path(str(data_dir)).name}, image folder)" if key else f"image folder {Path(str(data_dir)).name}"
+    if trained_on and trained_on != dataset:
+        name += f", {DISPLAY.get(trained_on, trained_on)} encoder"
+    return {"dataset": dataset, "paper_key": key, "name": name, "run": run, "setting": setting,
+            "linear": linear, "mlp": mlp, "knn": knn, "online": online}
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a killed run
+    return out
+
+
+def describe(config: dict, steps: int | None = None) -> str:
+    """'32 px, ndf 256, n_rkhs 2048, depth 10; 31,000 steps of 480' from a config dict (config.json)."""
+    text = (f"{config.get('image_size', '?')} px, ndf {config.get('ndf', '?')}, n_rkhs {config.get('n_rkhs', '?')}, "
+            f"depth {config.get('n_depth', '?')}")
+    if steps:
+        text += f"; {steps:,} steps of {config.get('batch_size', '?')}"
+    return text
+
+
+def run_row(run_dir: str | Path, name: str | None = None) -> dict:
+    """The row of one run directory: frozen-feature probes (eval.json, its 'AMDIM (trained)' entry)
+    when present, else the online probes' last evaluation (metrics.jsonl)."""
+    run_dir = Path(run_dir)
+    info = _json(run_dir / "eval_info.json") or {}
+    config = _json(run_dir / "config.json") or info.get("config") or {}
+    records = _records(run_dir / "metrics.jsonl")
+    steps = max((r.get("step", 0) for r in records), default=None)
+    evaluated = info.get("dataset") or config.get("dataset")
+    if evaluated is None:
+        raise FileNotFoundError(f"{run_dir} holds neither config.json nor eval_info.json: not a run directory")
+    trained_on = info.get("trained_on") or config.get("dataset")
+    data_dir = config.get("data_dir") if evaluated == config.get("dataset") else None
+    common = dict(run=name or run_dir.name, setting=describe(config, steps), data_dir=data_dir, trained_on=trained_on)
+    results = _json(run_dir / "eval.json") or {}
+    ours = results.get("AMDIM (trained)") or (next(iter(results.values())) if results else None)
+    if ours:
+        return row(evaluated, ours.get("linear"), ours.get("mlp"), ours.get("knn"), **common)
+    evals = [r for r in records if r.get("kind") == "eval"]
+    if evals:
+        last = evals[-1]
+        return row(evaluated, last.get("test_linear_acc"), last.get("test_mlp_acc"), None, online=True, **common)
+    return row(evaluated, **common)
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def results_table(rows: list[dict], include_missing: bool = True, notes: bool = True) -> str:
+    """Markdown: one line per row, the paper's linear figure beside ours; with include_missing, a line
+    for each paper data set without a run (our cells empty), so the table always shows the targets."""
+    order = list(PAPER_LINEAR)
+    rows = sorted(rows, key=lambda r: order.index(r["paper_key"]) if r["paper_key"] in order else len(order))
+    if include_missing:
+        present = {r["paper_key"] for r in rows}
+        rows = rows + [row(key, run="not run yet") for key in order if key not in present]
+        rows = sorted(rows, key=lambda r: order.index(r["paper_key"]) if r["paper_key"] in order else len(order))
+    lines = ["| data set | run | encoder, training | linear (%) | MLP (%) | kNN (%) | paper, linear (%) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        paper = PAPER_LINEAR.get(r["paper_key"])
+        run = r["run"] + (" (online probes)" if r.get("online") else "")
+        lines.append(f"| {r['name']} | {run} | {r['setting'] or '–'} | {_cell(r['linear'])} | {_cell(r['mlp'])} | "
+                     f"{_cell(r['knn'])} | {'–' if paper is None else f'{paper:.1f}'} |")
+    return "\n".join(lines) + (f"\n\n{PROTOCOL}" if notes else "")
+
+
+def table_from_runs(run_dirs, include_missing: bool = True, notes: bool = True) -> str:
+    """The results table of run directories (those that do not exist are left out)."""
+    rows = [run_row(d) for d in run_dirs if Path(d).is_dir()]
+    return results_table(rows, include_missing, notes)
