@@ -45,9 +45,10 @@ LABELS = {"infonce": "InfoNCE", "nwj": "NWJ", "tuba": "TUBA", "dv": "DV", "mine"
 NEEDS_BASELINE = ("tuba", "alpha")
 MI_LEVELS = (2.0, 4.0, 6.0, 8.0, 10.0)
 
-# E[InfoNCE] of the true critic on the d = 20 benchmark with K = 64, from
-# `infonce_true_critic_reference(mi, 20, 64, n_batches=200_000, seed=12345)` (standard error < 0.001 nats).
-INFONCE_TRUE_CRITIC_D20_K64 = {2.0: 1.8242, 4.0: 3.0715, 6.0: 3.7386, 8.0: 4.0254, 9.0: 4.0896, 10.0: 4.1232}
+# E[InfoNCE] of the true critic on the d = 20 benchmark with K = 64 (it has no closed form), from
+# `infonce_true_critic_reference(mi, 20, 64, n_batches, seed=12345)` with 200,000 batches at MI 2, 4, 6 and
+# 50,000 at MI 8, 10: standard errors 0.0005, 0.0004, 0.0003, 0.0003 and 0.0002 nats.
+INFONCE_TRUE_CRITIC_D20_K64 = {2.0: 1.8120, 4.0: 3.0666, 6.0: 3.7371, 8.0: 4.0228, 10.0: 4.1218}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -271,36 +272,71 @@ def nwj_true_critic_std(mi: float, d: int, batch_size: int) -> float:
     rho = rho_from_mi(mi, d)
     k = batch_size
     c = 1.0 - rho * rho
-    # One coordinate: z = (x1, y1, x2, y2), (x1, y1) and (x2, y2) independent with correlation rho.
+    # One coordinate: z = (x1, y1, x2, y2), the pairs (x1, y1) and (x2, y2) independent, each with correlation rho.
     sigma = np.kron(np.eye(2), np.array([[1.0, rho], [rho, 1.0]]))
-    # r(x1, y2) r(x2, y1) = c^{-1} exp(-z^T B z / 2)
+    # r(x1, y2) r(x2, y1) = c^{-1} exp(-z^T B z / 2); the Gaussian integral works out to 1 / (1 - rho^4).
     b = np.diag([rho * rho] * 4) / c
     for i, j in ((0, 3), (1, 2)):
         b[i, j] = b[j, i] = -rho / c
     cross = (1.0 / c) / math.sqrt(np.linalg.det(np.eye(4) + sigma @ b))  # E[r_ij r_ji], one coordinate
-    second_moment = 1.0 / c                                              # E_q[r^2], one coordinate
+    second_moment = 1.0 / c                                              # E_q[r^2] = E_p[r], one coordinate
     variance = d * rho * rho / k + (second_moment ** d - 1.0 + cross ** d - 1.0) / (k * (k - 1))
     return math.sqrt(variance)
 
 
+class torch_threads:
+    """Context manager: run torch ops with `n` threads (None: leave the setting alone), then restore it.
+
+    The experiments here are made of many small tensor operations; one thread is about as fast as several
+    on an idle machine and several times faster on a busy one, where OpenMP threads wait for each other
+    at every operation.
+    """
+
+    def __init__(self, n: int | None = 1):
+        self.n = n
+
+    def __enter__(self):
+        self.previous = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.previous)
+        return False
+
+
 @torch.no_grad()
 def true_critic_estimates(mi_levels: Sequence[float] = MI_LEVELS, d: int = 20, batch_size: int = 64,
-                          n_batches: int = 500, seed: int = 0,
-                          estimators: Sequence[str] = ("infonce", "nwj")) -> dict[str, np.ndarray]:
+                          n_batches: int = 500, seed: int = 0, estimators: Sequence[str] = ("infonce", "nwj"),
+                          tclip: float | None = None, threads: int | None = 1) -> dict[str, np.ndarray]:
     """Each estimator at its optimal critic on `n_batches` fresh batches per MI level: name -> (levels, n_batches).
 
-    The true critic is log r = log p(y|x)/p(y); NWJ and TUBA (log-baseline 0 = log E_x e^f) get 1 + log r,
-    where they are tight. Float64, so that exp of large ratios stays finite.
+    The true critic is log r = log p(y|x)/p(y); NWJ gets 1 + log r, where it is tight. `tclip` passes the
+    critic through AMDIM's soft clipping c tanh(f / c) first (any critic gives a valid bound, so the
+    clipped one still does). Float64, so that exp of large ratios stays finite.
     """
+    return clipped_true_critic_estimates((tclip,), mi_levels, d, batch_size, n_batches, seed, estimators,
+                                         threads)[tclip]
+
+
+@torch.no_grad()
+def clipped_true_critic_estimates(clips: Sequence[float | None], mi_levels: Sequence[float] = MI_LEVELS, d: int = 20,
+                                  batch_size: int = 64, n_batches: int = 500, seed: int = 0,
+                                  estimators: Sequence[str] = ("infonce", "nwj"),
+                                  threads: int | None = 1) -> dict:
+    """`true_critic_estimates` for several clipping levels on the same batches: clip -> name -> (levels, n_batches)."""
     generator = torch.Generator().manual_seed(seed)
-    out = {name: np.empty((len(mi_levels), n_batches)) for name in estimators}
-    for row, mi in enumerate(mi_levels):
-        rho = rho_from_mi(mi, d)
-        x, y = sample_correlated_gaussian(batch_size, d, rho, generator, (n_batches,), dtype=torch.float64)
-        scores = true_critic(x, y, rho)
-        for name in estimators:
-            shift = 1.0 if name == "nwj" else 0.0
-            out[name][row] = make_estimator(name)(scores + shift).numpy()
+    out = {clip: {name: np.empty((len(mi_levels), n_batches)) for name in estimators} for clip in clips}
+    with torch_threads(threads):
+        for row, mi in enumerate(mi_levels):
+            rho = rho_from_mi(mi, d)
+            x, y = sample_correlated_gaussian(batch_size, d, rho, generator, (n_batches,), dtype=torch.float64)
+            scores = true_critic(x, y, rho)
+            for clip in clips:
+                for name in estimators:
+                    shift = 1.0 if name == "nwj" else 0.0
+                    out[clip][name][row] = make_estimator(name)(tanh_clip(scores + shift, clip)).numpy()
     return out
 
 
@@ -422,7 +458,9 @@ class StaircaseResult:
     steps_per_level: int
     batch_size: int
     seconds: float
+    d: int = 20
     specs: dict[str, dict] = field(default_factory=dict)
+    score_rms: dict[str, np.ndarray] = field(default_factory=dict)   # sqrt(mean f^2) of the raw scores per step
 
     @property
     def log_k(self) -> float:
@@ -438,7 +476,7 @@ def _as_specs(estimators) -> dict[str, dict]:
 def train_staircase(estimators: Sequence[str] | Mapping[str, dict] = ESTIMATORS, *, d: int = 20,
                     batch_size: int = 64, levels: Sequence[float] = MI_LEVELS, steps_per_level: int = 4000,
                     lr: float = 5e-4, critic: str = "separable", hidden: int = 256, layers: int = 2,
-                    embed_dim: int = 32, baseline_hidden: int = 64, seed: int = 0,
+                    embed_dim: int = 32, baseline_hidden: int = 64, seed: int = 0, threads: int | None = 1,
                     progress: bool = False) -> StaircaseResult:
     """Train one critic per estimator, all at once, on the MI staircase; return every step's estimate.
 
@@ -449,8 +487,17 @@ def train_staircase(estimators: Sequence[str] | Mapping[str, dict] = ESTIMATORS,
     since each critic only receives the gradient of its own estimate, the sum of the losses trains them
     independently (Adam's update is elementwise). TUBA and alpha also learn a log-baseline a(y), an MLP.
     A critic whose estimate is not finite skips that update, and the step is recorded as NaN.
+
+    `threads`: torch threads while training (restored afterwards; see `torch_threads`; None keeps the
+    current setting). The matrices are small (K x 256), so one thread is the fast choice.
     """
-    specs = _as_specs(estimators)
+    with torch_threads(threads):
+        return _train_staircase(_as_specs(estimators), d, batch_size, levels, steps_per_level, lr, critic, hidden,
+                                layers, embed_dim, baseline_hidden, seed, progress)
+
+
+def _train_staircase(specs, d, batch_size, levels, steps_per_level, lr, critic, hidden, layers, embed_dim,
+                     baseline_hidden, seed, progress) -> StaircaseResult:
     labels = list(specs)
     members = len(labels)
     torch.manual_seed(seed)
@@ -463,9 +510,10 @@ def train_staircase(estimators: Sequence[str] | Mapping[str, dict] = ESTIMATORS,
         functions.append(make_estimator(spec["estimator"], **options))
     uses_baseline = any(spec["estimator"] in NEEDS_BASELINE for spec in specs.values())
     parameters = list(critic_net.parameters()) + (list(baseline_net.parameters()) if uses_baseline else [])
-    optimiser = torch.optim.Adam(parameters, lr=lr)
+    optimiser = torch.optim.Adam(parameters, lr=lr, foreach=True)
     true_mi = mi_staircase(levels, steps_per_level)
     estimates = np.full((members, len(true_mi)), np.nan)
+    scales = np.full((members, len(true_mi)), np.nan)
     start = time.perf_counter()
     for step, mi in enumerate(true_mi):
         rho = rho_from_mi(float(mi), d)
@@ -490,10 +538,12 @@ def train_staircase(estimators: Sequence[str] | Mapping[str, dict] = ESTIMATORS,
             total.backward()
             optimiser.step()
         estimates[:, step] = torch.where(finite, values, torch.nan).numpy()
+        scales[:, step] = raw.detach().pow(2).mean((-2, -1)).sqrt().numpy()
         if progress and (step + 1) % steps_per_level == 0:
             print(f"MI {mi:4.1f} done: step {step + 1}/{len(true_mi)}, {time.perf_counter() - start:.0f} s", flush=True)
     return StaircaseResult({label: estimates[m] for m, label in enumerate(labels)}, true_mi, tuple(levels),
-                           steps_per_level, batch_size, time.perf_counter() - start, specs)
+                           steps_per_level, batch_size, time.perf_counter() - start, d, specs,
+                           {label: scales[m] for m, label in enumerate(labels)})
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -584,7 +634,7 @@ def gaussian_critic_features(x: torch.Tensor, y: torch.Tensor, rho: float) -> tu
     c = 1.0 - rho * rho
     scale = math.sqrt(d + 1)
     src = torch.cat([x * (rho / c), torch.ones_like(x[..., :1])], -1) * scale
-    trg = torch.cat([y, y.pow(2).sum(-1, keepdim=True) * (1 - 2 * rho * rho) / (2 * c)], -1)
+    trg = torch.cat([y, y.pow(2).sum(-1, keepdim=True) * (-rho * rho / (2 * c))], -1)
     return src, trg
 
 
@@ -629,7 +679,7 @@ def plot_staircase(result: StaircaseResult, window: int | None = None, ncols: in
         ax.set_ylabel("MI estimate (nats)", fontsize=11)
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=4, fontsize=10, frameon=False, bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle(f"MI estimates while the true MI steps up (d = {result.estimates and 20}, K = {result.batch_size})",
+    fig.suptitle(f"MI estimates while the true MI steps up (d = {result.d}, K = {result.batch_size})",
                  fontsize=14)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     return fig
@@ -648,7 +698,8 @@ def plot_bias_variance(rows: list[dict], log_k: float | None = None):
         ax_std.plot(mis, [r["std"] for r in mine], "o-", color=_color(label, index), label=label)
     if log_k is not None:
         grid = np.linspace(min(r["mi"] for r in rows), max(r["mi"] for r in rows), 50)
-        ax_bias.plot(grid, np.minimum(log_k - grid, 0), color="gray", ls="--", label="log K - MI (InfoNCE limit)")
+        (limit,) = ax_bias.plot(grid, np.minimum(log_k - grid, 0), color="gray", ls="--", label="log K - MI")
+        ax_bias.legend(handles=[limit], fontsize=9, loc="lower left", title="InfoNCE's ceiling", title_fontsize=9)
     ax_bias.axhline(0, color="black", lw=0.8)
     ax_bias.set(xlabel="true MI (nats)", ylabel="bias (nats)", title="Bias: mean estimate - true MI")
     ax_std.set(xlabel="true MI (nats)", ylabel="standard deviation (nats)", title="Variance: std of the estimate",
@@ -701,5 +752,67 @@ def plot_batch_sizes(results: Mapping[int, StaircaseResult], label: str = "InfoN
     ax.title.set_fontsize(12)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_clipping(runs: Mapping, levels: Sequence[float], batch_size: int):
+    """True-critic estimates (mean and std over batches) for several tanh-clipping levels c.
+
+    `runs` maps c (None = no clipping) to the output of `true_critic_estimates(..., tclip=c)`.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (ax_nce, ax_nwj, ax_std) = plt.subplots(1, 3, figsize=(15, 4.2))
+    levels = np.asarray(levels)
+    for index, (clip, run) in enumerate(runs.items()):
+        name = "no clipping" if clip is None else f"c = {clip:g}"
+        color = f"C{index}"
+        ax_nce.plot(levels, run["infonce"].mean(1), "o-", color=color, label=name)
+        ax_nwj.plot(levels, run["nwj"].mean(1), "o-", color=color, label=name)
+        ax_std.plot(levels, run["nwj"].std(1, ddof=1), "o-", color=color, label=f"NWJ, {name}")
+        ax_std.plot(levels, run["infonce"].std(1, ddof=1), "s:", color=color, label=f"InfoNCE, {name}")
+    for ax in (ax_nce, ax_nwj):
+        ax.plot(levels, levels, color="black", lw=1.2, label="true MI")
+        ax.set(xlabel="true MI (nats)", ylabel="mean estimate (nats)")
+    ax_nce.axhline(math.log(batch_size), color="gray", ls="--", label=f"log K = {math.log(batch_size):.2f}")
+    ax_nce.set_title("InfoNCE at the clipped true critic")
+    ax_nwj.set_title("NWJ at the clipped true critic")
+    ax_std.set(xlabel="true MI (nats)", ylabel="std over batches (nats)", yscale="log",
+               title="Spread of the estimate over batches")
+    for ax in (ax_nce, ax_nwj, ax_std):
+        ax.grid(alpha=0.3)
+        ax.title.set_fontsize(12)
+    ax_nce.legend(fontsize=9)
+    ax_nwj.legend(fontsize=9)
+    ax_std.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_controls(result: StaircaseResult, pairs: Sequence[tuple[str, str]], clip: float = 20.0,
+                  window: int | None = None):
+    """Critics trained with and without AMDIM's controls: moving-average estimates and the raw score scale."""
+    import matplotlib.pyplot as plt
+
+    window = window or max(5, result.steps_per_level // 10)
+    steps = np.arange(1, len(result.true_mi) + 1)
+    fig, (ax_est, ax_scale) = plt.subplots(1, 2, figsize=(14, 4.5))
+    ax_est.plot(steps, result.true_mi, color="black", lw=1.5, label="true MI")
+    ax_est.axhline(result.log_k, color="gray", ls="--", lw=1.2, label=f"log K = {result.log_k:.2f}")
+    for index, (plain, controlled) in enumerate(pairs):
+        color = f"C{index}"
+        for label, style in ((plain, "-"), (controlled, "--")):
+            ax_est.plot(steps, moving_average(result.estimates[label], window), style, color=color, lw=1.8, label=label)
+            ax_scale.plot(steps, result.score_rms[label], style, color=color, lw=1.5, label=label)
+    ax_scale.axhline(clip, color="gray", ls=":", label=f"tanh clip c = {clip:g}")
+    ax_est.set(xlabel="training step", ylabel="MI estimate (nats), moving average", ylim=(-1, 11),
+               title="Estimates with and without AMDIM's controls")
+    ax_scale.set(xlabel="training step", ylabel="RMS of the raw scores", yscale="log",
+                 title="Scale of the raw critic scores")
+    for ax in (ax_est, ax_scale):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+        ax.title.set_fontsize(12)
     fig.tight_layout()
     return fig

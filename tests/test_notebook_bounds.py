@@ -1,0 +1,89 @@
+"""02_mi_bounds.ipynb at the smoke preset: the true-critic checks of the issue, and what trained critics show."""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amdim_lib import bounds
+from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+
+NOTEBOOK = NOTEBOOKS_DIR / "02_mi_bounds.ipynb"
+FIGURES = ("true_critic", "staircase", "bias_variance", "batch_size", "clipping", "amdim_controls")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("02_mi_bounds")
+    start = time.perf_counter()
+    metrics = run_notebook(NOTEBOOK, out, preset="smoke", seed=0)
+    return metrics, out, time.perf_counter() - start
+
+
+def test_notebook_runs_at_smoke_and_writes_its_figures(smoke_run):
+    metrics, out, seconds = smoke_run
+    assert metrics["preset"] == "smoke" and metrics["levels"] == [2.0, 4.0, 6.0, 8.0, 10.0]
+    for name in FIGURES:
+        assert (Path(out) / f"{name}.png").stat().st_size > 10_000, name
+    assert seconds < 90  # the budget is 60 s on an idle machine; leave room for a busy one
+
+
+def test_true_critic_matches_the_analytic_expectations(smoke_run):
+    true = smoke_run[0]["true_critic"]
+    assert true["n_batches"] == 500
+    log_k = math.log(64)
+    assert true["infonce_max"] <= log_k
+    for mi, mean, se, ref in zip(bounds.MI_LEVELS, true["infonce_mean"], true["infonce_se"], true["infonce_reference"]):
+        assert abs(mean - ref) < 4 * se, mi
+    # the issue's reference values
+    assert np.allclose(true["infonce_mean"], [1.82, 3.07, 3.74, 4.03, 4.12], atol=0.03)
+    for mi, mean, exact in zip(bounds.MI_LEVELS, true["nwj_mean"], true["nwj_exact_std"]):
+        assert abs(mean - mi) < 4 * exact / math.sqrt(500), mi
+    assert np.all(np.diff(true["nwj_std"]) > 0)
+    assert true["nwj_std"][-1] > 10 * true["nwj_std"][0]
+
+
+def test_trained_critics_show_the_ceiling_and_the_growing_spread(smoke_run):
+    metrics = smoke_run[0]
+    trained = metrics["trained"]
+    log_k = metrics["log_k"]
+    infonce = trained["stats"]["InfoNCE"]
+    # InfoNCE can never report more than log K, and after a few hundred steps it sits just under it.
+    assert trained["infonce_max"] <= log_k + 1e-5
+    assert 0 <= trained["infonce_below_log_k_mi10"] < 0.3
+    assert np.all(np.diff(infonce["mean"]) > 0)
+    # 60 steps per level are too few to reach the truth at MI 2 (the demo preset gets within 0.5 nats),
+    # but the critic must have learned something.
+    assert trained["infonce_error_mi2"] < 1.5
+    # NWJ: its spread grows with the MI, and it is far noisier than InfoNCE at high MI.
+    nwj_std = trained["nwj_std"]
+    assert nwj_std[-1] > 2 * nwj_std[0] and max(nwj_std[2:]) > 3 * nwj_std[0]
+    assert max(nwj_std[2:]) > 5 * infonce["std"][-1]
+    for label in ("InfoNCE", "NWJ", "TUBA", "DV", "MINE", "JS", "alpha (0.01)", "SMILE (tau 5)"):
+        assert all(np.isfinite(trained["stats"][label]["mean"])), label
+
+
+def test_batch_size_raises_the_infonce_ceiling(smoke_run):
+    experiment = smoke_run[0]["batch_size_experiment"]
+    assert set(experiment) == {"16", "64", "256"}
+    at_mi10 = [experiment[k]["mean"][-1] for k in ("16", "64", "256")]
+    assert at_mi10[0] < at_mi10[1] < at_mi10[2]
+    for k in ("16", "64", "256"):
+        assert experiment[k]["max"] <= math.log(int(k)) + 1e-5
+    assert experiment["16"]["mean"][-1] > math.log(16) - 0.4
+
+
+def test_amdim_bridge_and_controls(smoke_run):
+    metrics = smoke_run[0]
+    amdim = metrics["amdim"]
+    assert amdim["bridge_max_abs_diff"] < 1e-6
+    assert amdim["candidates_1t7_b200"] == 9752
+    assert amdim["log_candidates_1t7_b200"] == pytest.approx(math.log(9752))
+    controls = amdim["controls"]
+    # the logit regulariser keeps InfoNCE's raw scores small; without it they drift upwards with the MI
+    assert controls["InfoNCE + AMDIM controls"]["score_rms_mi10"] < controls["InfoNCE"]["score_rms_mi10"] / 2
+    clipping = metrics["clipping"]
+    assert max(clipping["5"]["nwj_mean"]) <= 5.0
+    assert clipping["5"]["nwj_std"][-1] < clipping["none"]["nwj_std"][-1] / 3
