@@ -86,3 +86,21 @@ def slow_amdim_loss(f1: Features, f2: Features, tclip: float | None = 20.0, reg_
     out["reg"] = reg_weight * reg
     out["loss"] = sum(out[t] for t in tasks) + out["reg"]
     return out
+
+
+def time_call(fn, repeats: int = 1, threads: int | None = 1):
+    """(fn()'s result, seconds per call over `repeats` calls), with torch limited to `threads` intra-op
+    threads meanwhile (default one: the loop reference cannot use more, so both run on equal footing;
+    small ops on a busy machine also time more reliably on one thread). The thread count is restored."""
+    import time
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = fn()
+        return result, (time.perf_counter() - start) / repeats
+    finally:
+        torch.set_num_threads(previous)

@@ -69,11 +69,11 @@ class FitSize:
         return image if image.size == (self.size, self.size) else self.crop(image)
 
 
-def _policy_parts(policy: str, image_size: int, strength: float):
+def policy_parts(policy: str, image_size: int, strength: float):
     """A policy's geometric transform and its photometric transforms, for PIL images."""
     s = strength
     if policy in STRONG_POLICIES:  # the ImageNet policy with a learned-policy-style transform in front
-        geometric, photometric = _policy_parts("imagenet", image_size, strength)
+        geometric, photometric = policy_parts("imagenet", image_size, strength)
         return geometric, [STRONG_POLICIES[policy](), *photometric]
     if policy == "cifar":
         pad = round(4 * image_size / 32)  # +-4 px at 32 px
@@ -92,7 +92,7 @@ def _policy_parts(policy: str, image_size: int, strength: float):
     return geometric, photometric
 
 
-def _test_geometry(policy: str, image_size: int):
+def eval_geometry(policy: str, image_size: int):
     """Test-time geometry: STL-10 resize 70 + centre crop 64, ImageNet 146 -> 128, CIFAR as is."""
     policy = "imagenet" if policy in STRONG_POLICIES else policy
     if policy == "cifar":
@@ -115,14 +115,14 @@ def train_transform(policy: str, image_size: int, normalise: str = "default", st
     """
     if level not in LEVELS:
         raise ValueError(f"unknown augmentation level {level!r}; choose one of {LEVELS}")
-    geometric, photometric = _policy_parts(policy, image_size, strength)
-    steps = {"full": [geometric, *photometric], "crop": [geometric]}.get(level, [_test_geometry(policy, image_size)])
+    geometric, photometric = policy_parts(policy, image_size, strength)
+    steps = {"full": [geometric, *photometric], "crop": [geometric]}.get(level, [eval_geometry(policy, image_size)])
     return T.Compose([*steps, to_tensor(normalise)])
 
 
 def eval_transform(policy: str, image_size: int, normalise: str = "default"):
     """Deterministic evaluation transform."""
-    return T.Compose([_test_geometry(policy, image_size), to_tensor(normalise)])
+    return T.Compose([eval_geometry(policy, image_size), to_tensor(normalise)])
 
 
 @dataclass

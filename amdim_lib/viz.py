@@ -191,7 +191,8 @@ def plot_receptive_fields(images: Mapping[int, np.ndarray], locations: Mapping[s
     locations = dict({"r1": (0, 0), "r5": (3, 3), "r7": (1, 1)}, **(locations or {}))
     sizes = sorted(images)
     rows = 2 if footprints else 1
-    fig, axes = plt.subplots(rows, len(sizes), figsize=(4.2 * len(sizes), 4.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(sizes), figsize=(4.2 * len(sizes), 5.0 * rows), squeeze=False,
+                             gridspec_kw=dict(hspace=0.32, wspace=0.08))
     for c, size in enumerate(sizes):
         fields = receptive_fields(size)
         ax = axes[0, c]
@@ -199,9 +200,11 @@ def plot_receptive_fields(images: Mapping[int, np.ndarray], locations: Mapping[s
         for name in FEATURES:
             f, loc = fields[name], locations[name]
             _rectangle(ax, f.box(*loc), COLOURS[name], f"{name} at {loc}: {f.size} px, stride {f.jump}")
-            if f.grid > 1:  # the centres of every location of the map
+            if f.grid > 1:  # the centres of every location of the map (r5's are the inner 5x5 of r7's)
                 centres = np.array([f.centre(i, j) for i in range(f.grid) for j in range(f.grid)])
-                ax.scatter(centres[:, 1], centres[:, 0], s=6, color=COLOURS[name], alpha=0.8)
+                style = dict(s=7, color=COLOURS[name]) if name == "r7" else dict(s=40, facecolors="none",
+                                                                                 edgecolors=COLOURS[name], lw=1.2)
+                ax.scatter(centres[:, 1], centres[:, 0], **style)
         ax.set_title(f"{size} px encoder")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=9, frameon=False)
         _bare(ax)
@@ -217,56 +220,70 @@ def plot_receptive_fields(images: Mapping[int, np.ndarray], locations: Mapping[s
             ax.set_title(f"|gradient| of {footprint_name}{locations[footprint_name]} (grey: zero)")
             ax.legend(loc="lower right", fontsize=9)
             _bare(ax)
-    fig.tight_layout()
     return fig
 
 
 # ----------------------------------------------------------------------------- views
 
+def image_grid(n_rows: int, n_cols: int, cell: float = 1.25, group: int = 1, title: str | None = None,
+               col_titles: bool = True, left: float = 1.2, group_gap: float = 0.35):
+    """A figure with an n_rows x n_cols grid of square image axes of side `cell` inches, placed exactly:
+    small gaps inside groups of `group` columns (e.g. 2 for view pairs), wider gaps between groups,
+    room on the left for row labels and on top for column titles and a title."""
+    import matplotlib.pyplot as plt
+
+    inner, outer, vgap = 0.06 * cell, group_gap * cell, 0.1 * cell
+    top = (0.3 if col_titles else 0.05) + (0.45 if title else 0.0)
+    n_groups = -(-n_cols // group)
+    width = left + n_cols * cell + (n_cols - n_groups) * inner + (n_groups - 1) * outer + 0.1
+    height = top + n_rows * cell + (n_rows - 1) * vgap + 0.1
+    fig = plt.figure(figsize=(width, height))
+    axes = np.empty((n_rows, n_cols), dtype=object)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            x = left + c * cell + (c - c // group) * inner + (c // group) * outer
+            y = height - top - (r + 1) * cell - r * vgap
+            axes[r, c] = fig.add_axes((x / width, y / height, cell / width, cell / height))
+            _bare(axes[r, c])
+    if title:
+        fig.suptitle(title, fontsize=13, y=1 - 0.1 / height, va="top")
+    return fig, axes
+
+
 def plot_view_pairs(rows: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], title: str | None = None,
                     cell: float = 1.25):
     """A grid of view pairs: one row per entry of `rows` (label -> list of (view1, view2) images);
-    the two views of a pair sit side by side under a shared bracket label."""
-    import matplotlib.pyplot as plt
-
-    n_rows = len(rows)
+    the two views of a pair sit close together, pairs further apart."""
     n_pairs = max(len(p) for p in rows.values())
-    fig = plt.figure(figsize=(cell * (2 * n_pairs + 0.6 * (n_pairs - 1)) + 1.6, cell * n_rows + (0.8 if title else 0.4)))
-    outer = fig.add_gridspec(n_rows, n_pairs, wspace=0.12, hspace=0.12)
+    fig, axes = image_grid(len(rows), 2 * n_pairs, cell, group=2, title=title)
     for r, (label, pairs) in enumerate(rows.items()):
-        for k, pair in enumerate(pairs):
-            inner = outer[r, k].subgridspec(1, 2, wspace=0.03)
-            for v, image in enumerate(pair):
-                ax = fig.add_subplot(inner[0, v])
-                ax.imshow(to_display(image), interpolation="nearest")
-                _bare(ax)
+        for k in range(n_pairs):
+            for v in range(2):
+                ax = axes[r, 2 * k + v]
+                if k < len(pairs):
+                    ax.imshow(to_display(pairs[k][v]), interpolation="nearest")
+                else:
+                    ax.axis("off")
                 if r == 0:
                     ax.set_title(f"pair {k + 1}: view {v + 1}", fontsize=9)
-                if k == 0 and v == 0:
-                    ax.set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=13)
+        axes[r, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
     return fig
 
 
-def plot_augmentation_rows(rows: Mapping[str, Sequence[np.ndarray]], title: str | None = None, cell: float = 1.3):
-    """One row per augmentation (label -> list of images), all drawn from the same source image."""
-    import matplotlib.pyplot as plt
-
+def plot_augmentation_rows(rows: Mapping[str, Sequence[np.ndarray]], title: str | None = None, cell: float = 1.3,
+                           col_titles: Sequence[str] | None = None):
+    """One row per label (label -> list of images), e.g. one augmentation per row; optional column titles."""
     n_cols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols + 1.8, cell * len(rows) + 0.6), squeeze=False)
+    fig, axes = image_grid(len(rows), n_cols, cell, title=title, col_titles=bool(col_titles), left=1.5, group_gap=0.1)
     for r, (label, images) in enumerate(rows.items()):
         for c in range(n_cols):
-            ax = axes[r, c]
-            _bare(ax)
             if c < len(images):
-                ax.imshow(to_display(images[c]), interpolation="nearest")
+                axes[r, c].imshow(to_display(images[c]), interpolation="nearest")
             else:
-                ax.axis("off")
+                axes[r, c].axis("off")
         axes[r, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=13)
-    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    for c, text in enumerate(col_titles or []):
+        axes[0, c].set_title(text, fontsize=9)
     return fig
 
 
@@ -277,9 +294,9 @@ def encoder_summary(image_size: int, ndf: int, n_rkhs: int, n_depth: int, use_bn
     (no memory, no compute: fine for the 666M-parameter model)."""
     with torch.device("meta"):
         encoder = Encoder(image_size, ndf, n_rkhs, n_depth, use_bn)
-        features = encoder(torch.empty(1, 3, image_size, image_size))
+        features = encoder(torch.empty(2, 3, image_size, image_size))
     return {"image_size": image_size, "ndf": ndf, "n_rkhs": n_rkhs, "n_depth": n_depth,
-            "parameters": count_parameters(encoder),
+            "parameters": count_parameters(encoder), "local_width": local_width(image_size, ndf),
             **{name: tuple(getattr(features, name).shape[1:]) for name in FEATURES}}
 
 
@@ -287,6 +304,12 @@ def score_image(scores: torch.Tensor) -> np.ndarray:
     """(B, B, L) scores as a (B, B*L) array: row i = source i, columns = target image j, then location l."""
     batch = scores.shape[0]
     return scores.detach().cpu().reshape(batch, -1).numpy()
+
+
+def positive_negative_gap(scores: torch.Tensor) -> float:
+    """Mean score of the positives (i, i, l) minus the mean score of the negatives (i, j != i, l)."""
+    same = torch.eye(scores.shape[0], dtype=torch.bool).unsqueeze(-1).expand_as(scores)
+    return float(scores[same].mean() - scores[~same].mean())
 
 
 def plot_score_matrix(scores: torch.Tensor, ax=None, title: str = "NCE scores", cmap: str = "RdBu_r",
@@ -346,10 +369,10 @@ def plot_prediction_tasks(view1: np.ndarray, view2: np.ndarray, image_size: int,
     import matplotlib.pyplot as plt
 
     fields = receptive_fields(image_size)
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(7.4, 3.6 * len(tasks)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(8.0, 3.4 * len(tasks)), squeeze=False)
+    fig.subplots_adjust(left=0.12, right=0.98, wspace=0.55, hspace=0.25)
     for r, task in enumerate(tasks):
         _task_panel(axes[r, 0], axes[r, 1], view1, view2, fields, task)
-    fig.tight_layout(w_pad=4.0)
     return fig
 
 
@@ -391,6 +414,29 @@ def plot_score_histograms(raw: torch.Tensor, clipped: Mapping[str, torch.Tensor]
     return fig
 
 
+def plot_scale_sweep(scales: Sequence[float], losses: Mapping[str, Sequence[float]], regs: Sequence[float]):
+    """Left: NCE loss against a scale factor of the scores, one curve per clipping setting;
+    right: the logit regulariser mean(u^2) against the same factor."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, values in losses.items():
+        left.plot(scales, values, marker="o", ms=3, lw=2, label=label)
+    left.set_xscale("log")
+    left.set_xlabel("scale factor on the raw scores u")
+    left.set_ylabel("NCE loss (nats)")
+    left.set_title("Loss of a batch as its scores are scaled up")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=9)
+    right.loglog(scales, regs, marker="o", ms=3, lw=2, color="black")
+    right.set_xlabel("scale factor on the raw scores u")
+    right.set_ylabel("logit regulariser mean(u^2)")
+    right.set_title("The regulariser grows with the square of the scale")
+    right.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
 def plot_loss_curves(records: Sequence[Mapping], keys: Sequence[str] = ("1t5", "1t7", "5t5"), title: str = "Training loss per task"):
     """Per-task loss against step from the 'train' records of a run's metrics.jsonl."""
     import matplotlib.pyplot as plt
@@ -406,3 +452,11 @@ def plot_loss_curves(records: Sequence[Mapping], keys: Sequence[str] = ("1t5", "
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     return fig
+
+
+def save_figure(fig, directory, name: str, dpi: int = 120) -> str:
+    """Save `fig` as <directory>/<name>.png (tight bounding box) and return the path."""
+    import os
+    path = os.path.join(directory, f"{name}.png")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

@@ -22,7 +22,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from .views import LEVELS, POLICIES, POLICY_FOR_SIZE, _policy_parts, _test_geometry, item_seed, make_two_views
+from .views import LEVELS, POLICIES, POLICY_FOR_SIZE, policy_parts, eval_geometry, item_seed, make_two_views
 from .viz import to_display
 
 SIZE_FOR_POLICY = {policy: size for size, policy in POLICY_FOR_SIZE.items()}  # cifar 32, stl10 64, imagenet 128
@@ -53,11 +53,10 @@ def views_for(image, policy: str = "cifar", strength: float = 1.0, level: str = 
 
     Each pair is one draw of the library's two-view augmentation (`views.make_two_views`: a shared
     flip, then the policy twice); pair k depends only on (seed, k), so asking for more pairs keeps the
-    first ones. `image_size` defaults to the policy's (cifar 32, stl10 64, imagenet 128).
+    first ones. `image_size` defaults to the policy's (cifar 32, stl10 64, imagenet and its stronger
+    variants 128).
     """
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
-    size = image_size or SIZE_FOR_POLICY[policy]
+    size = image_size or SIZE_FOR_POLICY.get(policy, 128)  # other names: the ImageNet-style options
     two_views = make_two_views(policy, size, strength=strength, level=level)
     pil = as_pil(image)
     pairs = []
@@ -74,52 +73,54 @@ def mean_view_difference(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> floa
 
 def single_augmentations(image, policy: str = "cifar", strength: float = 1.0, n: int = 5, seed: int = 0,
                          image_size: int | None = None) -> dict[str, list[np.ndarray]]:
-    """Each ingredient of a policy applied on its own to `image` (label -> n images in [0, 1]).
+    """Each ingredient of a policy applied on its own to `image` (label -> images in [0, 1]).
 
-    The transforms are the policy's own (`views._policy_parts`), with their random application forced
+    The transforms are the policy's own (`views.policy_parts`), with their random application forced
     on so that every sample shows the effect: the geometric part (translation for cifar, random
-    resized crop otherwise), the colour jitter, grayscale and the horizontal flip; last, the full
-    policy as one view sees it.
+    resized crop otherwise), then each photometric transform (colour jitter, grayscale, ...), the
+    horizontal flip and, last, the full policy as one view sees it. Random ingredients get `n`
+    samples, deterministic ones (original, grayscale, flip) one.
     """
-    size = image_size or SIZE_FOR_POLICY[policy]
-    geometric, (jitter_p, gray_p) = _policy_parts(policy, size, strength)
-    plain = _test_geometry(policy, size)
-    jitter = jitter_p.transforms[0]                      # the ColorJitter inside RandomApply
+    size = image_size or SIZE_FOR_POLICY.get(policy, 128)
+    geometric, photometric = policy_parts(policy, size, strength)
     pil = as_pil(image)
-    base = plain(pil)
-    full = T.Compose([geometric, jitter_p, gray_p])
-    steps = {
-        "original": lambda: base,
-        "translate / crop" if policy == "cifar" else "random resized crop": lambda: geometric(pil),
-        "colour jitter": lambda: jitter(base),
-        "grayscale": lambda: TF.rgb_to_grayscale(base, num_output_channels=3),
-        "flip": lambda: TF.hflip(base),
-        "full policy": lambda: full(pil),
-    }
-    out = {}
-    for label, fn in steps.items():
-        count = 1 if label in ("original", "grayscale", "flip") else n  # deterministic ones once
-        out[label] = [to_display(np.asarray(_seeded(seed, k, fn))) for k in range(count)]
-    return out
+    base = eval_geometry(policy, size)(pil)
+    steps = {"original": (lambda: base, False),
+             "translate / crop" if policy == "cifar" else "random resized crop": (lambda: geometric(pil), True)}
+    for transform in photometric:
+        if isinstance(transform, T.RandomGrayscale):
+            steps["grayscale"] = (lambda: TF.rgb_to_grayscale(base, num_output_channels=3), False)
+        else:
+            # RandomApply([t], p) -> t itself, applied every time
+            inner = transform.transforms[0] if isinstance(transform, T.RandomApply) else transform
+            label = "colour jitter" if isinstance(inner, T.ColorJitter) else type(inner).__name__
+            steps[label] = (lambda inner=inner: inner(base), True)
+    steps["flip"] = (lambda: TF.hflip(base), False)
+    full = T.Compose([geometric, *photometric])
+    steps["full policy"] = (lambda: full(pil), True)
+    return {label: [to_display(np.asarray(_seeded(seed, k, fn))) for k in range(n if random else 1)]
+            for label, (fn, random) in steps.items()}
 
 
-def views_figure(pairs: Sequence[tuple[np.ndarray, np.ndarray]], title: str = ""):
+def views_figure(pairs: Sequence[tuple[np.ndarray, np.ndarray]], title: str = "", cell: float = 1.4):
     """A one-row figure of view pairs, built without pyplot (no global state, nothing auto-displayed)."""
     from matplotlib.figure import Figure
 
     n = len(pairs)
-    fig = Figure(figsize=(2.0 * n + 0.4, 2.5))
-    grid = fig.add_gridspec(1, n, wspace=0.12)
+    inner, outer, top = 0.05 * cell, 0.3 * cell, 0.3 + (0.35 if title else 0.0)
+    width = 2 * n * cell + n * inner + (n - 1) * outer + 0.2
+    height = cell + top + 0.1
+    fig = Figure(figsize=(width, height))
     for k, pair in enumerate(pairs):
-        inner = grid[0, k].subgridspec(1, 2, wspace=0.03)
         for v, image in enumerate(pair):
-            ax = fig.add_subplot(inner[0, v])
+            x = 0.1 + (2 * k + v) * cell + (k + v) * inner + k * outer
+            ax = fig.add_axes((x / width, 0.1 / height, cell / width, cell / height))
             ax.imshow(image, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"pair {k + 1}.{v + 1}", fontsize=8)
+            ax.set_title(f"pair {k + 1}, view {v + 1}", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     return fig
 
 
@@ -138,13 +139,14 @@ class ViewsInspector(ipywidgets.VBox):
     (their mean absolute pixel difference). Changing any control recomputes everything.
     """
 
-    def __init__(self, images: Mapping[str, object], policy: str = "cifar", n_pairs: int = 4, seed: int = 0):
+    def __init__(self, images: Mapping[str, object], policy: str = "cifar", n_pairs: int = 4, seed: int = 0,
+                 policies: Sequence[str] = POLICIES):
         if not images:
             raise ValueError("views_inspector needs at least one image")
         w = ipywidgets
         self.images = dict(images)
         self.image = w.Dropdown(options=list(self.images), description="image")
-        self.policy = w.Dropdown(options=list(POLICIES), value=policy, description="policy")
+        self.policy = w.Dropdown(options=list(policies), value=policy, description="policy")
         self.level = w.Dropdown(options=list(LEVELS), value="full", description="level")
         self.strength = w.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.1, description="strength",
                                       continuous_update=False)
@@ -168,7 +170,7 @@ class ViewsInspector(ipywidgets.VBox):
         self.pairs = views_for(self.images[self.image.value], self.policy.value, self.strength.value,
                                self.level.value, self.seed.value, self.n_pairs.value)
         self.difference = mean_view_difference(self.pairs)
-        size = SIZE_FOR_POLICY[self.policy.value]
+        size = self.pairs[0][0].shape[0]
         title = (f"{self.image.value}: {self.policy.value} policy ({size} px), level {self.level.value}, "
                  f"strength {self.strength.value:.1f}, seed {self.seed.value}")
         self.figure.value = figure_png(views_figure(self.pairs, title))

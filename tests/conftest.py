@@ -3,8 +3,10 @@ import os
 import pytest
 import torch
 
-# Two cores here: keep torch from oversubscribing them when tests run data-loader workers.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread per test process: the suite also runs notebook kernels and training subprocesses, and
+# OpenMP threads that spin on a shared 2-core machine slow small operations down by orders of magnitude.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by subprocesses and notebook kernels
 
 
 @pytest.fixture

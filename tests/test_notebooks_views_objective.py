@@ -1,0 +1,93 @@
+"""Runs notebooks 01_views and 03_amdim_objective at the smoke preset and checks their headline numbers."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+
+VIEWS = NOTEBOOKS_DIR / "01_views.ipynb"
+OBJECTIVE = NOTEBOOKS_DIR / "03_amdim_objective.ipynb"
+
+
+@pytest.fixture(autouse=True)
+def one_thread_kernels(monkeypatch):
+    """Run the notebook kernels with one intra-op thread. The numbers do not depend on it, but on a busy
+    two-core machine two OpenMP threads per process make small ops many times slower (threads wait at
+    barriers for each other while descheduled)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+
+
+def _pngs(directory: Path) -> set[str]:
+    return {p.name for p in directory.glob("*.png")}
+
+
+def _stderr_of(executed: Path) -> list[str]:
+    notebook = nbformat.read(executed, as_version=4)
+    return [o.get("text", "") for c in notebook.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("name") == "stderr"]
+
+
+@pytest.mark.parametrize("path", [VIEWS, OBJECTIVE])
+def test_notebook_is_committed_clean_with_one_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for name in ("preset", "output_dir", "seed"):
+        assert f"{name} =" in tagged[0].source
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks without outputs"
+    assert notebook.metadata.kernelspec.name == "python3"
+
+
+def test_views_notebook_smoke(tmp_path):
+    m = run_notebook(VIEWS, tmp_path, preset="smoke")
+    assert m["preset"] == "smoke" and m["n_view_pairs"] >= 100
+    for policy in ("cifar", "stl10", "imagenet"):
+        d = m["mean_view_difference"][policy]
+        # No augmentation (with or without the shared flip): identical views. The full policy differs more
+        # than its geometric part alone, and clearly from zero.
+        assert d["none"] == 0.0 and d["flip"] == 0.0
+        assert d["full"] > d["crop"] > 0.02 and d["full"] > 0.1
+    rf = m["receptive_fields"]
+    assert rf["32"]["r7"] == {"size": 8, "jump": 4, "offset": 0, "grid": 7}
+    assert rf["32"]["r5"]["size"] == 16 and rf["64"]["r7"]["size"] == 16 and rf["128"]["r7"]["size"] == 35
+    assert all(m["r1_covers_image"].values()) and len(m["r1_covers_image"]) == 3
+    assert all(m["r7_gradient_matches_box"].values()) and len(m["r7_gradient_matches_box"]) == 3
+    # The inspector was driven from code: policy stl10 (64 px views), resampled once from seed 0.
+    assert m["inspector"]["policy"] == "stl10" and m["inspector"]["seed"] == 1
+    assert m["inspector"]["view_shape"] == [64, 64, 3] and m["inspector"]["mean_difference"] > 0.05
+    expected = {"source_images", "views_cifar", "views_stl10", "views_imagenet", "augmentations_imagenet",
+                "augmentations_cifar", "view_difference", "receptive_fields", "inspector"}
+    assert {f"{name}.png" for name in expected} <= _pngs(tmp_path)
+    assert not _stderr_of(tmp_path / VIEWS.name), "the notebook printed warnings"
+
+
+def test_objective_notebook_smoke(tmp_path):
+    m = run_notebook(OBJECTIVE, tmp_path, preset="smoke")
+    assert m["preset"] == "smoke" and m["batch"] == 8
+    # The batched library loss equals the loop-by-loop reference (float64).
+    assert m["library_vs_slow_max_abs_diff"] < 1e-5
+    for key in ("1t5", "1t7", "5t5", "reg", "loss"):
+        assert m["library_loss"][key] == pytest.approx(m["slow_loss"][key], abs=1e-5)
+    assert m["time_slow_ms"] > m["time_library_ms"]
+    # Shapes and parameter counts of the paper's models (DESIGN.md).
+    assert m["parameters"]["paper, CIFAR (32 px)"] == 20_033_024
+    assert m["parameters"]["paper, ImageNet (128 px)"] == 208_419_264
+    assert m["feature_shapes"]["paper, STL-10 (64 px)"] == {"r1": [1024, 1, 1], "r5": [1024, 5, 5], "r7": [1024, 7, 7]}
+    # Clipping bounds the loss as scores grow; without it the loss keeps growing; the regulariser grows ~ s^2.
+    sweep = m["clip_sweep"]
+    assert sweep["no clipping"][-1] > sweep["c = 20"][-1] > sweep["c = 5"][-1]
+    assert sweep["logit_reg"][-1] == pytest.approx(sweep["logit_reg"][0] * sweep["scales"][-1] ** 2, rel=1e-3)
+    # The short training lowers the loss of the fixed held-out batch, most clearly in 5->5.
+    assert m["train_steps"] == 16
+    assert m["loss_decreased"] and m["loss_after"]["loss"] < m["loss_before"]["loss"] - 0.1
+    assert m["loss_after"]["5t5"] < m["loss_before"]["5t5"]
+    assert 0 < m["logit_reg_init"] < 10
+    expected = {"batch_views", "scores_untrained", "prediction_tasks", "tanh_clip", "score_histograms", "clip_sweep",
+                "training_loss", "scores_before_after"}
+    assert {f"{name}.png" for name in expected} <= _pngs(tmp_path)
+    assert (tmp_path / "short_training" / "metrics.jsonl").exists()
+    assert not _stderr_of(tmp_path / OBJECTIVE.name), "the notebook printed warnings"
