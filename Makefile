@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATASET ?= cifar10
+DATA_DIR ?=
 
 .PHONY: demo test lab reproduce clean-venv
 
@@ -25,7 +26,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 reproduce: $(STAMP)
-	$(PY) -m amdim_lib reproduce --dataset $(DATASET) --out runs/reproduce-$(DATASET)
+	$(PY) -m amdim_lib reproduce --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 clean-venv:
 	rm -rf $(VENV)

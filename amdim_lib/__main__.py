@@ -166,6 +166,10 @@ def cmd_bench(args) -> dict:
           f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']}:")
     print(f"  training: {result['seconds_per_step']:.3f} s/step, {result['images_per_s']:.0f} images/s (both views), "
           f"peak memory {result['peak_memory_mib']:.0f} MiB")
+    if "gflop_per_step" in result:
+        print(f"  {result['gflop_per_step']:.1f} GFLOP/step ({result['gflop_per_image']:.3f} GFLOP/image), "
+              f"{result['achieved_gflops']:.0f} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of a "
+              f"{result['matmul_peak_gflops']:.0f} GFLOP/s matmul measured now")
     if not args.no_data:
         data = bench_data(config.replace(train_size=min(config.train_size or 10**9, 4 * config.batch_size * 3)))
         result["data_images_per_s"] = data["images_per_s"]
@@ -174,15 +178,25 @@ def cmd_bench(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    """The main job until the notebooks land: the demo training run, then its linear-probe report."""
-    args.dataset, args.preset, args.set, args.data_dir, args.device = "shapes", "demo", args.set, None, args.device
-    args.resume, args.print_config, args.evaluate = True, False, True
-    return cmd_train(args)
+    """The main job: every notebook in order at the demo preset on Shapes, then one HTML report."""
+    from .workbook import NotebookError, run_workbook
+
+    try:
+        return run_workbook(args.out, preset=args.preset, only=args.only, device=args.device or "auto")
+    except NotebookError as error:
+        raise SystemExit(f"make demo stopped: {error}") from None
 
 
 def cmd_reproduce(args) -> dict:
-    args.preset, args.print_config, args.evaluate, args.resume = "paper", False, True, True
-    return cmd_train(args)
+    """Training and evaluation notebooks (04, 05) at the paper preset for one data set (meant for a GPU)."""
+    from .workbook import NotebookError, run_workbook
+
+    out = args.out or f"runs/reproduce-{args.dataset}"
+    try:
+        return run_workbook(out, preset=args.preset, only=["04", "05"], dataset=args.dataset,
+                            data_dir=args.data_dir, download=args.download, device=args.device or "auto")
+    except NotebookError as error:
+        raise SystemExit(f"reproduce stopped: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,17 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="the demo run on Shapes and its report (what `make demo` runs)")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--device")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("demo", help="run every notebook at the demo preset and write runs/demo/report.html (what `make demo` runs)")
+    p.add_argument("--out", default="runs/demo", help="where executed notebooks, figures, metrics and report.html go")
+    p.add_argument("--preset", default="demo", help="preset passed to every notebook (default demo)")
+    p.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01 04)")
+    p.add_argument("--device", help="device passed to the notebooks that train (default auto)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("reproduce", help="train and evaluate at the paper preset (GPU)")
+    p = sub.add_parser("reproduce", help="run the training and evaluation notebooks at the paper preset (GPU)")
     _add_config_args(p)
-    p.add_argument("--out")
-    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(preset="paper")
+    p.add_argument("--out", help="default runs/reproduce-<dataset>")
     p.set_defaults(func=cmd_reproduce)
     return parser
 

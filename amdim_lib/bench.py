@@ -22,8 +22,30 @@ def _peak_memory_mib(device: torch.device) -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def bench_training(config: Config, steps: int = 10, warmup: int = 3) -> dict:
-    """Time `steps` full training steps (encoder, AMDIM loss, probes, Adam) on synthetic inputs."""
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large square matmul: the practical peak that the training step is compared with."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_training(config: Config, steps: int = 10, warmup: int = 3, flops: bool = True) -> dict:
+    """Time `steps` full training steps (encoder, AMDIM loss, probes, Adam) on synthetic inputs.
+
+    With `flops`, also count the FLOPs of one step (PyTorch's FlopCounterMode: matmuls and
+    convolutions, forward and backward) and compare the achieved rate with a matmul measured now.
+    """
     device = select_device(config.device)
     dtype = autocast_dtype(config.amp, device)
     torch.manual_seed(config.seed)
@@ -37,6 +59,12 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3) -> dict:
     y = torch.randint(0, 10, (config.batch_size,))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    step_flops = None
+    if flops:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            train_step(model, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device, dtype)
+        step_flops = counter.get_total_flops()
     for i in range(warmup + steps):
         if i == warmup:
             if device.type == "cuda":
@@ -46,8 +74,14 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - start) / steps
-    return {"device": str(device), "batch_size": config.batch_size, "seconds_per_step": seconds,
-            "images_per_s": 2 * config.batch_size / seconds, "peak_memory_mib": _peak_memory_mib(device)}
+    result = {"device": str(device), "batch_size": config.batch_size, "seconds_per_step": seconds,
+              "images_per_s": 2 * config.batch_size / seconds, "peak_memory_mib": _peak_memory_mib(device)}
+    if step_flops:
+        peak = matmul_peak(device, dtype or torch.float32)
+        result.update(gflop_per_step=step_flops / 1e9, gflop_per_image=step_flops / 1e9 / (2 * config.batch_size),
+                      achieved_gflops=step_flops / seconds / 1e9, matmul_peak_gflops=peak / 1e9,
+                      fraction_of_peak=step_flops / seconds / peak)
+    return result
 
 
 def bench_data(config: Config, batches: int = 10) -> dict:

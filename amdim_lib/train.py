@@ -172,7 +172,7 @@ def probe_accuracy(encoder: Encoder, probes: Probes, loader, device, dtype=None)
     correct, total = {"linear": 0, "mlp": 0}, 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             h = encoder(x).r1.flatten(1)
         for name, logits in probes(h.float()).items():
             correct[name] += (logits.argmax(1) == y).sum().item()
@@ -180,7 +180,8 @@ def probe_accuracy(encoder: Encoder, probes: Probes, loader, device, dtype=None)
     return {name: c / total for name, c in correct.items()}
 
 
-def _autocast(device: torch.device, dtype):
+def autocast(device: torch.device, dtype):
+    """torch.autocast for `dtype` on `device`, or a no-op context for full precision."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
@@ -193,7 +194,7 @@ def train_step(model, optimizer, scheduler, scaler, x1, x2, y, config: Config, n
     when a loss term or the gradient is not finite."""
     x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         f1, f2, logits = model(x1, x2)
         losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng, context=context)
     # Unlabelled items (label -1, e.g. STL-10's unlabeled split) train the encoder but never the probes.

@@ -1,0 +1,163 @@
+"""The supervised baseline: the same encoder trained on labels instead of on the AMDIM objective.
+
+Everything except the loss matches the self-supervised run of `amdim_lib.train`: the same
+architecture (`build_encoder`), the same two-view data with the same augmentation (`build_data`),
+the same optimiser and warm-up + step-decay schedule (`build_optimisation`), the same device and
+mixed precision rules. Each step feeds both views of the batch (2 x batch images, as an AMDIM step
+does) through the encoder and a linear head on the global feature r1, and minimises cross-entropy:
+
+    loss = CE(W r1(view1) + b, y) / 2 + CE(W r1(view2) + b, y) / 2
+
+The budget is counted in updates. `steps=None` gives the self-supervised run's full budget
+(steps_per_epoch x epochs); a shorter budget compresses the schedule (warm-up and milestones fall at
+the same fractions of the run), so a fraction of the budget is still a complete, decayed run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoints import load_checkpoint, save_checkpoint
+from .encoder import Encoder
+from .presets import Config
+from .train import (EpochSampler, autocast, autocast_dtype, build_data, build_encoder, build_optimisation,
+                    build_splits, select_device)
+from .views import Transformed, ViewPair, eval_transform, make_two_views, resolve_policy
+
+CHECKPOINT_NAME = "supervised.pt"
+
+
+def budget_steps(config: Config) -> int:
+    """Updates of the self-supervised run of `config` (what `train` does): steps per epoch x epochs."""
+    pairs, _, _ = build_data(config)
+    return (len(pairs) // config.batch_size) * config.epochs
+
+
+def labelled_data(config: Config):
+    """(two-view labelled training set, test set with the test transform, number of classes).
+
+    The views are the self-supervised run's (same policy, augmentation level and seeding); the
+    training split is the labelled one (for STL-10: `train`, not `train+unlabeled`).
+    """
+    train_base, test_base = build_splits(config, self_supervised=False)
+    policy = resolve_policy(config.policy, config.image_size)
+    pairs = ViewPair(train_base, make_two_views(policy, config.image_size, level=config.augment), seed=config.seed)
+    test = Transformed(test_base, eval_transform(policy, config.image_size))
+    if len(pairs) < config.batch_size:
+        raise ValueError(f"the labelled training split has {len(pairs)} images, fewer than one batch of "
+                         f"{config.batch_size}; lower batch_size or add data")
+    return pairs, test, len(train_base.classes)
+
+
+def _scaled_schedule(config: Config, steps: int, budget: int) -> tuple[Config, int]:
+    """(config with a scaled warm-up, steps per 'epoch' of the schedule) so that a run of `steps`
+    updates sees the warm-up and the milestones at the same fractions as a run of `budget` updates."""
+    scale = steps / budget
+    steps_per_epoch = budget / config.epochs
+    warmup = round(config.warmup_steps * scale) if config.warmup_steps else 0
+    return config.replace(warmup_steps=max(1, warmup) if config.warmup_steps else 0), max(1, round(steps_per_epoch * scale))
+
+
+@torch.no_grad()
+def head_accuracy(encoder: Encoder, head: nn.Module, dataset, device, dtype=None, batch_size: int = 256) -> float:
+    """Test accuracy of the encoder with its own linear head (the supervised network end to end)."""
+    encoder.eval(), head.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with autocast(device, dtype):
+            h = encoder(x).r1.flatten(1)
+        correct += (head(h.float()).argmax(1) == y).sum().item()
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def train_supervised(config: Config, steps: int | None = None, out_dir: str | Path | None = None,
+                     progress: bool = False) -> tuple[Encoder, dict]:
+    """Train the encoder of `config` with a linear head on r1 and cross-entropy for `steps` updates.
+
+    steps: number of updates (None: the self-supervised budget of `config`).
+    out_dir: when given, the result is saved to out_dir/supervised.pt, and a saved result of the same
+        configuration and step count is loaded instead of training again (load-if-present-else-train).
+    Returns (encoder in eval mode on the CPU, summary) with summary keys steps, budget_steps,
+    fraction, seconds, images_per_s, device, train_loss, train_acc (last 10 steps), test_acc (the
+    network with its own head), loaded (True when read from out_dir), history [(step, loss, acc)].
+    """
+    device = select_device(config.device)
+    dtype = autocast_dtype(config.amp, device)
+    pairs, test_set, n_classes = labelled_data(config)
+    steps_per_epoch = len(pairs) // config.batch_size
+    budget = budget_steps(config)
+    steps = budget if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"steps={steps}; the supervised baseline needs at least one update")
+
+    saved = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if saved is not None and saved.exists():
+        state = load_checkpoint(saved)
+        if state["config"] == config.replace(device="auto").to_dict() and state["summary"]["steps"] == steps:
+            encoder = build_encoder(config)
+            encoder.load_state_dict(state["encoder"])
+            return encoder.eval(), {**state["summary"], "loaded": True}
+
+    torch.manual_seed(config.seed)
+    encoder = build_encoder(config).to(device)
+    head = nn.Linear(config.n_rkhs, n_classes).to(device)
+    schedule_config, schedule_epoch = _scaled_schedule(config, steps, budget)
+    optimizer, scheduler, scaler = build_optimisation(schedule_config, encoder, head, device, schedule_epoch)
+
+    history, step, seen, t0 = [], 0, 0, time.perf_counter()
+    bar = tqdm(total=steps, disable=not progress, desc="supervised", unit="step", dynamic_ncols=True)
+    while step < steps:
+        epoch = step // steps_per_epoch
+        sampler = EpochSampler(len(pairs), epoch, config.seed, config.batch_size)
+        loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                             num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(config.seed + epoch))
+        encoder.train(), head.train()
+        for x1, x2, y in loader:
+            x = torch.cat([x1, x2]).to(device, non_blocking=True)
+            y = torch.cat([y, y]).to(device, non_blocking=True)
+            with autocast(device, dtype):
+                h = encoder(x).r1.flatten(1)  # both views in one pass, as in the AMDIM step
+            logits = head(h.float())
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite supervised loss at step {step + 1}; lower lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            seen += len(y)
+            history.append((step, round(loss.item(), 5), (logits.argmax(1) == y).float().mean().item()))
+            bar.set_postfix(loss=f"{history[-1][1]:.3f}", acc=f"{history[-1][2]:.2f}")
+            bar.update(1)
+            if step == steps:
+                break
+    bar.close()
+    seconds = time.perf_counter() - t0
+    recent = history[-10:]
+    summary = {"steps": steps, "budget_steps": budget, "fraction": steps / budget, "seconds": round(seconds, 1),
+               "images_per_s": round(seen / max(seconds, 1e-9), 1), "device": str(device),
+               "train_loss": sum(h[1] for h in recent) / len(recent),
+               "train_acc": sum(h[2] for h in recent) / len(recent),
+               "test_acc": head_accuracy(encoder, head, test_set, device, dtype), "loaded": False,
+               "history": history}
+    encoder = encoder.eval().cpu()
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(saved, {"config": config.replace(device="auto").to_dict(), "summary": summary,
+                                "encoder": encoder.state_dict()})
+        (saved.parent / "supervised.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "history"},
+                                                                 indent=2))
+    return encoder, summary
