@@ -120,15 +120,22 @@ class Config:
 
 _SMOKE = dict(image_size=32, ndf=8, n_rkhs=64, n_depth=1, train_size=256, test_size=128,
               batch_size=32, epochs=2, warmup_steps=4, milestones=(), log_every=1)
+# demo: about 1,000 updates of the official small model, ~8 CPU minutes on 2 cores. A higher learning
+# rate than the paper's 2e-4 (with a short warm-up) learns markedly faster at this short budget
+# (Shapes, linear probe after 279 updates: 24.3% at 1e-3 against 22.3% at 2e-4; 29.3% after 651 at 1e-3).
+# Data loading stays in the main process: on 2 cores a worker fights the two compute threads
+# (measured 0.46 s/step without a worker, 3.1 s/step with one).
 _DEMO = dict(image_size=32, ndf=32, n_rkhs=256, n_depth=2, train_size=6000, test_size=2000,
-             batch_size=64, epochs=6, warmup_steps=100, milestones=(5,), num_workers=1, log_every=10)
+             batch_size=64, epochs=11, lr=1e-3, warmup_steps=50, milestones=(9,), num_workers=0, log_every=10)
+# 10,000 training images (CIFAR subsets, image folders): 156 updates an epoch, so 6 epochs for ~940.
+_DEMO_10K = dict(_DEMO, train_size=10_000, test_size=2_000, epochs=6, milestones=(5,))
 # The paper's CIFAR-scale model (official code: ndf 128, n_rkhs 1024, n_depth 3 at 32 px).
 _PAPER_32 = dict(image_size=32, ndf=128, n_rkhs=1024, n_depth=3, batch_size=200, epochs=300,
                  milestones=(250, 280), warmup_steps=500, num_workers=4, log_every=50)
 
 PRESETS: dict[str, dict[str, dict]] = {
     "shapes": {"smoke": _SMOKE, "demo": _DEMO, "paper": dict(_PAPER_32, train_size=50_000, test_size=10_000)},
-    "folder": {"smoke": dict(_SMOKE, train_size=None, test_size=None), "demo": dict(_DEMO, train_size=None, test_size=None),
+    "folder": {"smoke": dict(_SMOKE, train_size=None, test_size=None), "demo": dict(_DEMO_10K, train_size=None, test_size=None),
                "paper": _PAPER_32},
 }
 
@@ -162,9 +169,9 @@ _IMAGENET_LIKE = {
     "paper-192": dict(_PAPER_128, ndf=192, n_rkhs=1536, n_depth=8, epochs=50, milestones=(30, 45)),
 }
 PRESETS.update({
-    "cifar10": {"smoke": _SMOKE, "demo": _at(_DEMO, 32, train_size=10_000, test_size=2_000),
+    "cifar10": {"smoke": _SMOKE, "demo": _DEMO_10K,
                 "paper": dict(_PAPER_LARGE, image_size=32)},
-    "cifar100": {"smoke": _SMOKE, "demo": _at(_DEMO, 32, train_size=10_000, test_size=2_000),
+    "cifar100": {"smoke": _SMOKE, "demo": _DEMO_10K,
                  "paper": dict(_PAPER_LARGE, image_size=32)},
     # STL-10 trains on train+unlabeled (105k images), its probes on the 5k labelled train images.
     "stl10": {"smoke": _at(_SMOKE, 64), "demo": _at(_DEMO, 64, train_size=4000, test_size=2000),
