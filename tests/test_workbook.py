@@ -1,0 +1,50 @@
+"""Workbook-wide conventions, and the runner's behaviour when a notebook fails."""
+
+import json
+
+import nbformat
+import pytest
+
+from amdim_lib.workbook import NotebookError, notebooks, run_notebook, write_report
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_every_notebook_is_committed_clean_with_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{path.name} carries outputs"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    for name in ("preset", "output_dir", "seed"):
+        assert f"{name} =" in tagged[0].source, f"{path.name}'s parameters cell lacks {name}"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def _notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('preset = "demo"\noutput_dir = "."\nseed = 0')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_failing_notebook_names_its_cell_and_keeps_the_executed_copy(tmp_path):
+    path = _notebook(tmp_path / "99_broken.ipynb", ["x = 1", "raise ValueError('bad input here')"])
+    # [4]: the execution count shown in the executed copy (papermill adds the injected-parameters cell)
+    with pytest.raises(NotebookError, match=r"99_broken.ipynb failed in cell \[4\].*ValueError.*bad input here"):
+        run_notebook(path, tmp_path / "out", preset="smoke")
+    executed = nbformat.read(tmp_path / "out" / "99_broken.ipynb", as_version=4)
+    assert any(o.get("ename") == "ValueError" for c in executed.cells for o in c.get("outputs", []))
+
+
+def test_run_notebook_passes_declared_parameters_and_reads_metrics(tmp_path):
+    path = _notebook(tmp_path / "98_ok.ipynb", [
+        "import json, os\nos.makedirs(output_dir, exist_ok=True)\n"
+        "json.dump({'preset': preset, 'seed': seed}, open(os.path.join(output_dir, 'metrics.json'), 'w'))"])
+    metrics = run_notebook(path, tmp_path / "out", preset="smoke", seed=3, undeclared="dropped")
+    assert metrics == {"preset": "smoke", "seed": 3}
+    report = write_report([tmp_path / "out" / "98_ok.ipynb"], tmp_path / "report.html")
+    assert "<html" in report.read_text().lower()
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["seed"] == 3
