@@ -203,7 +203,7 @@ def train_step(model, optimizer, scheduler, scaler, x1, x2, y, config: Config, n
                     for name, out in logits.items()}
     total = losses["loss"] + sum(probe_losses.values())
     if not _all_ranks_finite(total, context):
-        terms = {k: float(v) for k, v in {**losses, **probe_losses}.items()}
+        terms = {k: float(v.detach()) for k, v in {**losses, **probe_losses}.items()}
         return None, {k: v for k, v in terms.items() if not math.isfinite(v)} or terms, None
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
