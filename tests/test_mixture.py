@@ -1,0 +1,310 @@
+"""Mixture-based representations: the head, the objective, the assignment maps, IoU, training and the inspector."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from amdim_lib import mixture
+from amdim_lib.encoder import Encoder, Features
+from amdim_lib.mixture import (MixtureHead, MixtureModel, component_nce_scores, dense_local_features, mixture_loss,
+                               mixture_objective, upsample_maps)
+from amdim_lib.objectives import amdim_loss, nce_loss, tanh_clip
+
+
+def _tiny_model(k=3, seed=0):
+    from amdim_lib.presets import get_config
+    torch.manual_seed(seed)
+    config = get_config("shapes", "smoke")
+    encoder = Encoder(32, config.ndf, config.n_rkhs, config.n_depth)
+    return MixtureModel(encoder, MixtureHead(config.n_rkhs, k), config).eval()
+
+
+# ----------------------------------------------------------------------------- head and objective
+
+def test_head_shapes_and_residual():
+    head = MixtureHead(16, k=3, hidden=8)
+    f1 = torch.randn(5, 16, 1, 1)
+    out = head(f1)
+    assert out.shape == (5, 3, 16)
+    assert not torch.allclose(out[:, 0], out[:, 1])          # random output layer: components differ
+    with torch.no_grad():
+        head.fc2.weight.zero_()
+    assert torch.allclose(head(f1), f1.flatten(1).unsqueeze(1).expand(5, 3, 16))  # residual: each is f1
+    with pytest.raises(ValueError):
+        MixtureHead(16, k=0)
+    with pytest.raises(ValueError):
+        head(torch.randn(5, 15))
+
+
+def test_one_component_is_amdims_1t7_task():
+    """k = 1 with a zero MLP: minus the mixture objective is nce_loss, whatever tau and alpha."""
+    torch.manual_seed(0)
+    src, trg = torch.randn(6, 32), torch.randn(6, 32, 7, 7) * 3
+    head = MixtureHead(32, 1)
+    with torch.no_grad():
+        head.fc2.weight.zero_()
+    for tau, alpha in ((1.0, 0.1), (5.0, 2.0)):
+        out = mixture_loss(src, trg, head, tau, alpha, tclip=5.0)
+        ref, reg = nce_loss(src, trg, tclip=5.0)
+        assert torch.allclose(out["loss"], ref, atol=1e-5)
+        assert torch.allclose(out["logit_reg"], reg, atol=1e-6)
+        assert torch.allclose(out["q"], torch.ones_like(out["q"]))
+
+
+def _slow_scores(components, targets, negatives, exclude, tclip):
+    """Loop-by-loop s[b, j, i] = z_bji - log(exp z_bji + sum over negatives of exp z)."""
+    batch, k, dim = components.shape
+    trg = targets.reshape(batch, dim, -1)
+    neg = negatives.reshape(len(negatives), dim, -1)
+    out = torch.zeros(batch, k, trg.shape[2])
+    for b in range(batch):
+        for j in range(k):
+            c = components[b, j]
+            terms = [tanh_clip(c @ neg[m, :, l] / math.sqrt(dim), tclip)
+                     for m in range(len(neg)) if not exclude[b, m] for l in range(neg.shape[2])]
+            log_neg = torch.logsumexp(torch.stack(terms), 0)
+            for i in range(trg.shape[2]):
+                z = tanh_clip(c @ trg[b, :, i] / math.sqrt(dim), tclip)
+                out[b, j, i] = z - torch.logaddexp(z, log_neg)
+    return out
+
+
+def test_component_scores_match_a_loop():
+    torch.manual_seed(1)
+    comps, trg = torch.randn(3, 2, 8) * 2, torch.randn(3, 8, 2, 2)
+    fast, _ = component_nce_scores(comps, trg, tclip=3.0)  # in-batch negatives, own image excluded
+    slow = _slow_scores(comps, trg, trg, torch.eye(3, dtype=torch.bool), 3.0)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    bank = torch.randn(4, 8, 3)                            # a separate bank of negatives
+    fast, _ = component_nce_scores(comps, trg, bank, tclip=3.0)
+    assert torch.allclose(fast, _slow_scores(comps, trg, bank, torch.zeros(3, 4, dtype=torch.bool), 3.0), atol=1e-5)
+    assert (fast <= 0).all()                                # log-softmax scores
+
+
+def test_objective_terms_and_the_gradient_through_q():
+    torch.manual_seed(2)
+    s = (torch.randn(4, 3, 5) * 2).requires_grad_(True)
+    tau, alpha = 1.5, 0.2
+    out = mixture_objective(s, tau, alpha)
+    q = torch.softmax(tau * s, 1)
+    expected = ((q * s).sum(1) - alpha * (q * q.log()).sum(1)).mean()
+    assert torch.allclose(out["objective"], expected)
+    assert torch.allclose(out["q"].sum(1), torch.ones(4, 5))
+    out["objective"].backward()
+    # dJ/ds_j = q_j * gain_j / (number of locations averaged over)
+    gain = mixture.gradient_gain(s.detach().transpose(1, 2), tau, alpha).transpose(1, 2)
+    assert torch.allclose(s.grad, q.detach() * gain / (4 * 5), atol=1e-6)
+    # alpha = 1/tau: the objective is a soft maximum, (1/tau) logsumexp(tau s)
+    soft_max = mixture_objective(s.detach(), tau, 1 / tau)["objective"]
+    assert torch.allclose(soft_max, (torch.logsumexp(tau * s.detach(), 1) / tau).mean(), atol=1e-6)
+
+
+def test_mixture_amdim_loss_replaces_1t7_and_trains_everything():
+    torch.manual_seed(3)
+    encoder, head = Encoder(32, 4, 32, 1), MixtureHead(32, 2)
+    both = encoder(torch.randn(8, 3, 32, 32))
+    f1, f2 = Features(*(t[:4] for t in both)), Features(*(t[4:] for t in both))
+    out = mixture.mixture_amdim_loss(f1, f2, head, generator=torch.Generator().manual_seed(0))
+    assert set(out) >= {"1t5", "5t5", "mix", "reg", "entropy", "loss", "q"} and "1t7" not in out
+    assert torch.allclose(out["loss"], out["1t5"] + out["5t5"] + out["mix"] + out["reg"])
+    base = amdim_loss(f1, f2, tasks=("1t5", "5t5"), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out["1t5"], base["1t5"]) and out["reg"] > base["reg"]
+    out["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
+    assert encoder.head7.shortcut.weight.grad.abs().sum() > 0  # the mixture term reaches the r7 head
+    with pytest.raises(ValueError):
+        mixture.mixture_amdim_loss(f1, f2, head, tasks=("1t5",))
+    assert out["q"].shape == (4, 2, 49) and out["entropy"] <= math.log(2) + 1e-6
+    scalars = mixture.mixture_amdim_loss(f1, f2, head, generator=torch.Generator().manual_seed(0), with_q=False)
+    assert "q" not in scalars and all(v.dim() == 0 for v in scalars.values())  # what a training log can record
+
+
+# ----------------------------------------------------------------------------- maps
+
+def test_dense_features_interleave_shifted_copies():
+    torch.manual_seed(4)
+    encoder = Encoder(32, 4, 32, 1).eval()
+    x = torch.randn(2, 3, 32, 32)
+    r7 = encoder(x).r7
+    dense = dense_local_features(encoder, x, shifts=4)
+    assert dense.shape == (2, 32, 28, 28)
+    assert torch.allclose(dense[..., ::4, ::4], r7, atol=1e-5)
+    moved = torch.roll(x, shifts=(-2, -1), dims=(2, 3))  # content moved up 2 px, left 1 px
+    assert torch.allclose(encoder(moved).r7[..., :6, :6], dense[..., 2::4, 1::4][..., :6, :6], atol=1e-5)
+    assert torch.equal(dense_local_features(encoder, x, 1), r7)
+    with pytest.raises(ValueError):
+        dense_local_features(encoder, x, shifts=3)
+
+
+def test_upsampling_puts_each_value_at_its_receptive_field_centre():
+    maps = torch.arange(49.0).view(1, 1, 7, 7)
+    up = upsample_maps(maps, 32)[0, 0]
+    assert up.shape == (32, 32)
+    # location (r, c) of the 32 px r7 grid looks at pixels 4r..4r+7: its centre lies between pixels 4r+3 and 4r+4
+    for r, c in ((1, 1), (3, 5), (5, 2)):  # interior: the 2x2 pixels around a centre average to its value
+        assert up[4 * r + 3:4 * r + 5, 4 * c + 3:4 * c + 5].mean().item() == pytest.approx(7 * r + c)
+    assert up[0, 0] == 0 and up[-1, -1] == 48                   # borders take the outermost values
+    q = torch.softmax(torch.randn(2, 3, 28, 28), 1)
+    assert torch.allclose(upsample_maps(q, 32, shifts=4).sum(1), torch.ones(2, 32, 32), atol=1e-5)
+
+
+def test_component_scores_and_segmentation_on_a_tiny_model():
+    model = _tiny_model(k=3)
+    x, masks, labels = mixture.shapes_batch("test", 6, 32)
+    assert x.shape == (6, 3, 32, 32) and masks.shape == (6, 32, 32) and masks.dtype == bool
+    bank = mixture.negative_bank(model.encoder, mixture.shapes_batch("test", 5, 32, start=50)[0])
+    s = mixture.component_scores(model, x, bank, shifts=2)
+    assert s.shape == (6, 3, 14, 14) and (s <= 0).all()
+    in_batch = mixture.component_scores(model, x, None, shifts=1)
+    assert in_batch.shape == (6, 3, 7, 7)
+    with pytest.raises(ValueError):
+        mixture.component_scores(model, x[:1], None)
+    result = mixture.evaluate_segmentation(model, x, masks, bank, shifts=2)
+    assert result["labels"].shape == (6, 32, 32) and 0 <= result["mean"] <= 1
+    assert np.allclose(result["per_image"], mixture.segmentation_ious(result["labels"], masks, 3))
+
+
+def test_iou_best_match_blob_and_kmeans():
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    assert mixture.iou(a, a) == 1.0 and mixture.iou(a, ~a) == 0.0 and mixture.iou(a[:, :2], a[:, :2] & False) == 0.0
+    labels = np.array([[0, 0, 1, 1]] * 4)
+    mask = np.zeros((4, 4), bool)
+    mask[:, 2:] = True
+    assert mixture.best_match_iou(labels, mask, 2) == (1.0, 1)
+    blob = mixture.centre_blob(32, 8)
+    assert blob[16, 16] and not blob[0, 0] and abs(blob.sum() - math.pi * 64) < 12
+    masks = np.stack([mixture.centre_blob(32, 6)] * 3)
+    assert abs(mixture.fit_centre_blob(masks) - 6) < 1.0
+    # two well separated groups of locations (left / right half) are found by k-means
+    feats = torch.zeros(1, 4, 7, 7)
+    feats[0, 0, :, 4:] = 5.0
+    onehot = mixture.kmeans_probabilities(feats + 0.01 * torch.randn(1, 4, 7, 7), 2)
+    assert onehot.sum(1).eq(1).all()
+    groups = onehot[0].argmax(0)
+    assert (groups[:, :4] == groups[0, 0]).all() and (groups[:, 4:] != groups[0, 0]).all()
+
+
+def test_images_to_tensor_and_photographs():
+    photos = mixture.load_photographs(32, names=("astronaut", "camera"))
+    assert set(photos) == {"astronaut", "camera"} and all(p.size == (32, 32) and p.mode == "RGB" for p in photos.values())
+    x = mixture.images_to_tensor(photos, 32)
+    assert x.shape == (2, 3, 32, 32)
+    assert mixture.images_to_tensor([np.zeros((40, 50, 3), np.float32)], 32).shape == (1, 3, 32, 32)
+    assert mixture.load_folder_images("/nonexistent/folder", 32) == {}
+
+
+def test_load_folder_images(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 40), (i * 100, 50, 0)).save(tmp_path / "test" / cls / f"{i}.jpg")
+    images = mixture.load_folder_images(tmp_path, 32, n=3)
+    assert len(images) == 3 and {name.split("/")[0] for name in images} == {"cat", "dog"}
+    assert all(img.size == (32, 32) for img in images.values())
+
+
+# ----------------------------------------------------------------------------- training and checkpoints
+
+def test_train_save_load_and_load_or_train(tmp_path, smoke_config):
+    config = smoke_config.replace(train_size=64, test_size=32, batch_size=16, warmup_steps=1)
+    path = tmp_path / "mixture.pt"
+    model = mixture.train_mixture(config, k=2, steps=3, out_path=path, log_every=1)
+    assert model.steps == 3 and [r["step"] for r in model.history] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and len(r["usage"]) == 2 for r in model.history)
+    loaded = MixtureModel.load(path)
+    x = mixture.shapes_batch("test", 4, 32)[0]
+    assert torch.allclose(mixture.component_scores(model, x), mixture.component_scores(loaded, x), atol=1e-6)
+    again, trained = mixture.load_or_train(path, config, k=2, steps=3)
+    assert not trained and again.history == model.history
+    _, trained = mixture.load_or_train(path, config, k=3, steps=3)  # other settings: trained again
+    assert trained and MixtureModel.load(path).k == 3
+    # a plain AMDIM checkpoint is refused with a clear message
+    from amdim_lib.checkpoints import save_checkpoint
+    save_checkpoint(tmp_path / "plain.pt", {"step": 1})
+    with pytest.raises(ValueError, match="mixture"):
+        MixtureModel.load(tmp_path / "plain.pt")
+
+
+# ----------------------------------------------------------------------------- the inspector
+
+@pytest.fixture(scope="module")
+def inspector_parts():
+    model = _tiny_model(k=3, seed=5)
+    x, _, _ = mixture.shapes_batch("test", 2, 32)
+    from amdim_lib.viz import to_display
+    images = {"shape 0": to_display(x[0]), "shape 1": to_display(x[1])}
+    bank = mixture.negative_bank(model.encoder, mixture.shapes_batch("test", 4, 32, start=20)[0])
+    return model, images, bank
+
+
+def test_inspect_callback(inspector_parts):
+    from amdim_lib.mixture_widgets import image_scores, inspect, inspector_figure
+    model, images, bank = inspector_parts
+    scores = image_scores(model, images["shape 0"], bank, shifts=2)
+    assert scores.shape == (3, 14, 14)
+    soft, sharp = inspect(scores, 32, 0.1, 2), inspect(scores, 32, 10.0, 2)
+    assert soft["q"].shape == (3, 32, 32) and np.allclose(soft["q"].sum(0), 1, atol=1e-5)
+    assert soft["entropy"] > sharp["entropy"]
+    assert np.array_equal(sharp["labels"], sharp["q"].argmax(0)) and sharp["share"].sum() == pytest.approx(1)
+    with pytest.raises(ValueError):
+        inspect(scores, 32, 0.0, 2)
+    fig = inspector_figure(images["shape 0"], sharp, component=2, opacity=0.3)
+    assert len(fig.axes) >= 3 + 3
+    with pytest.raises(ValueError):
+        inspector_figure(images["shape 0"], sharp, component=3)
+
+
+def _png_bytes(colour):
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 40), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _upload(name, content):
+    """One entry of an ipywidgets 8 FileUpload value, as the browser sends it."""
+    import datetime
+    return {"name": name, "type": "image/png", "size": len(content), "content": memoryview(content),
+            "last_modified": datetime.datetime.now(datetime.timezone.utc)}
+
+
+def test_inspector_widget_responds_to_its_controls(inspector_parts):
+    from amdim_lib.mixture_widgets import image_scores, inspect, mixture_inspector
+    model, images, bank = inspector_parts
+    widget = mixture_inspector(model, images, bank, shifts=2, tau=1.0)
+    first_png, first_scores = bytes(widget.figure.value), widget.scores
+    assert first_png.startswith(b"\x89PNG") and widget.result["q"].shape == (3, 32, 32)
+    expected = inspect(image_scores(model, images["shape 0"], bank, 2), 32, 1.0, 2)
+    assert np.allclose(widget.result["q"], expected["q"], atol=1e-6)
+
+    widget.image.value = "shape 1"                      # another image: new scores, new maps
+    assert not torch.allclose(widget.scores, first_scores)
+    assert np.allclose(widget.result["q"], inspect(image_scores(model, images["shape 1"], bank, 2), 32, 1.0, 2)["q"],
+                       atol=1e-6)
+    before = widget.result["entropy"]
+    widget.tau.value = 10.0                             # sharper assignments
+    assert widget.result["tau"] == pytest.approx(10.0) and widget.result["entropy"] < before
+    png = bytes(widget.figure.value)
+    widget.component.value = 2                          # only the figure changes
+    assert bytes(widget.figure.value) != png and "component 2" in widget.status.value
+    png = bytes(widget.figure.value)
+    widget.opacity.value = 0.9
+    assert bytes(widget.figure.value) not in (png, first_png)
+
+    widget.upload.value = (_upload("red.png", _png_bytes((200, 10, 10))),)
+    assert widget.image.value == "upload: red.png" and "upload: red.png" in widget.image.options
+    assert widget.display_image.shape == (32, 32, 3) and widget.display_image[..., 0].mean() > 0.7
+    widget.upload.value = (_upload("junk.png", b"junk"),)
+    assert "junk.png" in widget.error and "junk.png" in widget.status.value
+    assert widget.image.value == "upload: red.png"
+
+
+def test_decode_upload_accepts_both_ipywidgets_formats():
+    from amdim_lib.mixture_widgets import decode_upload
+    new = decode_upload(({"name": "a.png", "content": memoryview(_png_bytes((0, 0, 255)))},))
+    old = decode_upload({"b.png": {"metadata": {"name": "b.png"}, "content": _png_bytes((0, 255, 0))}})
+    assert list(new) == ["a.png"] and list(old) == ["b.png"] and new["a.png"].mode == "RGB"
