@@ -28,8 +28,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .encoder import Encoder
 from .presets import Config
 from .train import (EpochSampler, autocast, autocast_dtype, build_data, build_encoder, build_optimisation,
-                    build_splits, select_device)
-from .views import Transformed, ViewPair, eval_transform, make_two_views, resolve_policy
+                    select_device)
 
 CHECKPOINT_NAME = "supervised.pt"
 
@@ -41,19 +40,9 @@ def budget_steps(config: Config) -> int:
 
 
 def labelled_data(config: Config):
-    """(two-view labelled training set, test set with the test transform, number of classes).
-
-    The views are the self-supervised run's (same policy, augmentation level and seeding); the
-    training split is the labelled one (for STL-10: `train`, not `train+unlabeled`).
-    """
-    train_base, test_base = build_splits(config, self_supervised=False)
-    policy = resolve_policy(config.policy, config.image_size)
-    pairs = ViewPair(train_base, make_two_views(policy, config.image_size, level=config.augment), seed=config.seed)
-    test = Transformed(test_base, eval_transform(policy, config.image_size))
-    if len(pairs) < config.batch_size:
-        raise ValueError(f"the labelled training split has {len(pairs)} images, fewer than one batch of "
-                         f"{config.batch_size}; lower batch_size or add data")
-    return pairs, test, len(train_base.classes)
+    """(two-view labelled training set, test set with the test transform, number of classes): the
+    self-supervised run's views on the labelled split (for STL-10: `train`, not `train+unlabeled`)."""
+    return build_data(config, self_supervised=False)
 
 
 def _scaled_schedule(config: Config, steps: int, budget: int) -> tuple[Config, int]:

@@ -153,14 +153,19 @@ def build_splits(config: Config, self_supervised: bool = False):
                  for split, size in ((train_split, config.train_size), ("test", config.test_size)))
 
 
-def build_data(config: Config):
-    """(two-view training set, test set with the test transform, number of classes)."""
-    train_base, test_base = build_splits(config, self_supervised=True)
+def build_data(config: Config, self_supervised: bool = True):
+    """(two-view training set, test set with the test transform, number of classes).
+
+    self_supervised=False keeps the same views but reads the labelled training split (STL-10:
+    `train`, not `train+unlabeled`), as the supervised baseline needs.
+    """
+    train_base, test_base = build_splits(config, self_supervised=self_supervised)
     policy = resolve_policy(config.policy, config.image_size)
     pairs = ViewPair(train_base, make_two_views(policy, config.image_size, level=config.augment), seed=config.seed)
     test = Transformed(test_base, eval_transform(policy, config.image_size))
     if len(pairs) < config.batch_size:
-        raise ValueError(f"the training split has {len(pairs)} images, fewer than one batch of {config.batch_size}; "
+        split = "training" if self_supervised else "labelled training"
+        raise ValueError(f"the {split} split has {len(pairs)} images, fewer than one batch of {config.batch_size}; "
                          "lower batch_size or add data")
     return pairs, test, num_classes(train_base)
 
