@@ -156,14 +156,16 @@ def cmd_download(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
-    from .bench import bench_data, bench_training
+    from .bench import bench_data, bench_end_to_end, bench_training
 
     config = config_from_args(args)
     if args.batch_size:
         config = config.replace(batch_size=args.batch_size)
     result = bench_training(config, steps=args.steps)
+    result.update(amp=config.amp, compile=config.compile, channels_last=config.channels_last)
     print(f"{args.preset} preset, {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, "
-          f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']}:")
+          f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']} (amp {config.amp}, "
+          f"channels_last {config.channels_last}, compile {config.compile}):")
     print(f"  training: {result['seconds_per_step']:.3f} s/step, {result['images_per_s']:.0f} images/s (both views), "
           f"peak memory {result['peak_memory_mib']:.0f} MiB")
     if "gflop_per_step" in result:
@@ -174,6 +176,15 @@ def cmd_bench(args) -> dict:
         data = bench_data(config.replace(train_size=min(config.train_size or 10**9, 4 * config.batch_size * 3)))
         result["data_images_per_s"] = data["images_per_s"]
         print(f"  data pipeline alone ({data['num_workers']} workers): {data['images_per_s']:.0f} images/s")
+        # The same steps fed by the real pipeline: what training loses to data loading.
+        steps = min(args.steps, 10)
+        end_to_end = bench_end_to_end(config.replace(train_size=config.batch_size * (steps + 4)), steps=steps)
+        result["end_to_end_seconds_per_step"] = end_to_end["seconds_per_step"]
+        result["data_loading_loss"] = 1 - result["seconds_per_step"] / end_to_end["seconds_per_step"]
+        print(f"  with the real data pipeline: {end_to_end['seconds_per_step']:.3f} s/step, "
+              f"{100 * result['data_loading_loss']:.0f}% of the time lost to data loading")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -235,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up steps (default 10)")
-    p.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")
+    p.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurements")
+    p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="run every notebook at the demo preset and write runs/demo/report.html (what `make demo` runs)")

@@ -12,7 +12,8 @@ import time
 import torch
 
 from .presets import Config
-from .train import AMDIM, Probes, autocast_dtype, build_data, build_encoder, build_optimisation, select_device, train_step
+from .train import (EpochSampler, Probes, autocast_dtype, build_data, build_encoder, build_model, build_optimisation,
+                    make_loader, select_device, train_step)
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -40,55 +41,83 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _training_setup(config: Config):
+    device = select_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(config.seed)
+    encoder = build_encoder(config).to(device)
+    probes = Probes(config.n_rkhs, 10).to(device)
+    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch=1)
+    nce_rng = torch.Generator().manual_seed(config.seed)
+    model = build_model(config, encoder, probes)
+
+    def step(x1, x2, y):
+        train_step(model, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device,
+                   autocast_dtype(config.amp, device))
+    return device, step
+
+
+def _timed(device: torch.device, step, batches, warmup: int) -> float:
+    """Seconds per call of step(*batch) over `batches`, after `warmup` untimed calls."""
+    count = 0
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        step(*batch)
+        count += i >= warmup
+    _sync(device)
+    return (time.perf_counter() - start) / count
+
+
 def bench_training(config: Config, steps: int = 10, warmup: int = 3, flops: bool = True) -> dict:
     """Time `steps` full training steps (encoder, AMDIM loss, probes, Adam) on synthetic inputs.
 
     With `flops`, also count the FLOPs of one step (PyTorch's FlopCounterMode: matmuls and
     convolutions, forward and backward) and compare the achieved rate with a matmul measured now.
     """
-    device = select_device(config.device)
-    dtype = autocast_dtype(config.amp, device)
-    torch.manual_seed(config.seed)
-    encoder = build_encoder(config).to(device)
-    probes = Probes(config.n_rkhs, 10).to(device)
-    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch=1)
-    nce_rng = torch.Generator().manual_seed(config.seed)
-    model = AMDIM(encoder, probes)
+    device, step = _training_setup(config)
     shape = (config.batch_size, 3, config.image_size, config.image_size)
-    x1, x2 = torch.randn(shape), torch.randn(shape)
-    y = torch.randint(0, 10, (config.batch_size,))
+    batch = torch.randn(shape), torch.randn(shape), torch.randint(0, 10, (config.batch_size,))
     if device.type == "cuda":
+        batch = tuple(t.pin_memory() for t in batch)
         torch.cuda.reset_peak_memory_stats(device)
     step_flops = None
     if flops:
         from torch.utils.flop_counter import FlopCounterMode
         with FlopCounterMode(display=False) as counter:
-            train_step(model, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device, dtype)
+            step(*batch)
         step_flops = counter.get_total_flops()
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-        train_step(model, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device, dtype)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - start) / steps
+    seconds = _timed(device, step, [batch] * (warmup + steps), warmup)
     result = {"device": str(device), "batch_size": config.batch_size, "seconds_per_step": seconds,
               "images_per_s": 2 * config.batch_size / seconds, "peak_memory_mib": _peak_memory_mib(device)}
     if step_flops:
-        peak = matmul_peak(device, dtype or torch.float32)
+        peak = matmul_peak(device, autocast_dtype(config.amp, device) or torch.float32)
         result.update(gflop_per_step=step_flops / 1e9, gflop_per_image=step_flops / 1e9 / (2 * config.batch_size),
                       achieved_gflops=step_flops / seconds / 1e9, matmul_peak_gflops=peak / 1e9,
                       fraction_of_peak=step_flops / seconds / peak)
     return result
 
 
+def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3) -> dict:
+    """Seconds per training step with real batches from the two-view data pipeline (as `train` reads
+    them: same sampler, workers and pinning), to compare with the synthetic-input step time."""
+    device, step = _training_setup(config)
+    pairs, _, _ = build_data(config)
+    loader = make_loader(pairs, config, device, config.batch_size,
+                         EpochSampler(len(pairs), 0, config.seed, config.batch_size))
+    if len(loader) < warmup + steps:
+        raise ValueError(f"{len(loader)} batches in the training split; the benchmark needs {warmup + steps}")
+    batches = (batch for i, batch in zip(range(warmup + steps), loader))
+    return {"num_workers": config.num_workers, "seconds_per_step": _timed(device, step, batches, warmup)}
+
+
 def bench_data(config: Config, batches: int = 10) -> dict:
     """Throughput of the two-view data pipeline alone (decode/render, augment, collate)."""
     pairs, _, _ = build_data(config)
-    loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, shuffle=True,
-                                         num_workers=config.num_workers, drop_last=True)
+    loader = make_loader(pairs, config, torch.device("cpu"), config.batch_size,
+                         EpochSampler(len(pairs), 0, config.seed, config.batch_size))
     batches = min(batches, len(loader))
     iterator = iter(loader)
     next(iterator)  # start-up of workers is not throughput

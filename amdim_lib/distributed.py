@@ -26,6 +26,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (even with one process: the DDP path runs)
 
     @property
     def is_main(self) -> bool:
@@ -33,7 +34,7 @@ class Context:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 _feature_group = None  # collectives inside forward/backward (feature gathers, BN sums)
@@ -49,14 +50,13 @@ def _features_group():
 
 
 def setup(device_type: str) -> Context:
-    """Join the process group that torchrun describes in the environment; a no-op for one process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    """Join the process group that torchrun describes in the environment; a no-op without torchrun."""
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return Context()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     _features_group()
-    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), launched=True)
 
 
 def barrier(context: Context) -> None:

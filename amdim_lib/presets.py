@@ -53,6 +53,8 @@ class Config:
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N | mps
     amp: str = "auto"                    # auto (bf16/fp16 on CUDA, off elsewhere) | bf16 | fp16 | off
+    channels_last: bool = True           # NHWC activations: faster convolutions on CPUs (oneDNN) and tensor cores
+    compile: bool = False                # torch.compile the encoder (slow first steps, faster after; CUDA mostly)
     num_workers: int = 0
     log_every: int = 10                  # steps between lines of metrics.jsonl
     eval_every: int = 1                  # epochs between evaluations of the online probes

@@ -407,6 +407,9 @@ def _block_labels(seed: int, split_id: int, blocks: np.ndarray) -> np.ndarray:
     return out
 
 
+_CACHE_BYTES = 512 * 2**20  # rendered RGB + mask bytes up to which a split keeps its items in memory
+
+
 class Shapes(torch.utils.data.Dataset):
     """Procedural ten-class shape data set; see the module docstring.
 
@@ -449,6 +452,9 @@ class Shapes(torch.utils.data.Dataset):
         self._split_id = _SPLITS[split]
         n_blocks = (size + 9) // 10
         self.targets = _block_labels(self.seed, self._split_id, np.arange(n_blocks)).reshape(-1)[:size].tolist()
+        # Rendering is a fixed function of the index, so rendered items are kept (a training epoch
+        # then costs only the augmentations) unless the split is too large to hold comfortably.
+        self._cache = {} if size * image_size**2 * 4 <= _CACHE_BYTES else None
 
     def __len__(self) -> int:
         return self.size
@@ -458,8 +464,13 @@ class Shapes(torch.utils.data.Dataset):
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for Shapes of length {self.size}")
         label = self.targets[index]
+        if self._cache is not None and index in self._cache:
+            image, mask = self._cache[index]
+            return image.copy(), label, mask.copy()  # copies: a caller may modify what it gets
         rng = np.random.default_rng([self.seed, self._split_id, _IMAGE_STREAM, index])
         image, mask = _render(rng, label, self.image_size, self.distractors)
+        if self._cache is not None:
+            self._cache[index] = image.copy(), mask.copy()
         return image, label, mask
 
     def __repr__(self) -> str:

@@ -78,15 +78,21 @@ class Probes(nn.Module):
 
 
 class AMDIM(nn.Module):
-    """The encoder and its online probes as one module (what DDP wraps)."""
+    """The encoder and its online probes as one module (what DDP wraps).
 
-    def __init__(self, encoder: Encoder, probes: Probes):
+    `encoder` may be a torch.compile'd wrapper; checkpoints store the plain module's weights.
+    """
+
+    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False):
         super().__init__()
-        self.encoder, self.probes = encoder, probes
+        self.encoder, self.probes, self.channels_last = encoder, probes, channels_last
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor):
         """Features of both views (one pass: BN sees them together) and probe logits on view 1's r1."""
-        both = self.encoder(torch.cat([x1, x2]))
+        x = torch.cat([x1, x2])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        both = self.encoder(x)
         batch = len(x1)
         f1 = Features(*(t[:batch] for t in both))
         f2 = Features(*(t[batch:] for t in both))
@@ -107,6 +113,10 @@ class EpochSampler(torch.utils.data.Sampler):
             raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes ({world_size})")
         self.n, self.epoch, self.seed, self.batch_size = n, epoch, seed, batch_size
         self.start, self.rank, self.world_size = start, rank, world_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Move to another epoch (one DataLoader, and its persistent workers, serve the whole run)."""
+        self.epoch, self.start = epoch, start
 
     def _indices(self) -> list[int]:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
@@ -138,7 +148,22 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
 
 
 def build_encoder(config: Config) -> Encoder:
-    return Encoder(config.image_size, config.ndf, config.n_rkhs, config.n_depth, config.use_bn)
+    encoder = Encoder(config.image_size, config.ndf, config.n_rkhs, config.n_depth, config.use_bn)
+    # Weights in NHWC order too, so that no convolution converts layouts back and forth.
+    return encoder.to(memory_format=torch.channels_last) if config.channels_last else encoder
+
+
+def make_loader(dataset, config: Config, device: torch.device, batch_size: int, sampler=None):
+    """A DataLoader with the run's workers (kept alive across epochs) and pinned memory on CUDA."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=sampler is not None,
+                                       num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+                                       pin_memory=device.type == "cuda",
+                                       generator=torch.Generator().manual_seed(config.seed))
+
+
+def build_model(config: Config, encoder: Encoder, probes: Probes) -> AMDIM:
+    """Encoder (compiled when `config.compile`) and probes as the module that training steps call."""
+    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last)
 
 
 def build_splits(config: Config, self_supervised: bool = False):
@@ -291,6 +316,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     progress = progress and context.is_main
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
     dtype = autocast_dtype(config.amp, device)
     torch.manual_seed(config.seed)
 
@@ -307,7 +334,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     if state is not None:
         saved = Config.from_dict(state["config"])
         # Where and how the run executes may change on resume; what it computes may not.
-        if saved.replace(device=config.device, num_workers=config.num_workers, download=config.download) != config:
+        if saved.replace(device=config.device, num_workers=config.num_workers, download=config.download,
+                         compile=config.compile, channels_last=config.channels_last) != config:
             raise ValueError(f"the checkpoint in {out} was written with a different configuration; resume with "
                              "the same settings or choose another output directory")
         encoder.load_state_dict(state["encoder"])
@@ -320,7 +348,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step, skipped, last_eval = state["step"], state.get("skipped", 0), state.get("eval", {})
-    model = AMDIM(encoder, probes)
+    model = build_model(config, encoder, probes)
     if context.enabled:
         distributed.sync_batch_norms(model)
         model = nn.parallel.DistributedDataParallel(
@@ -345,8 +373,11 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         distributed.barrier(context)
 
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
-    test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=config.num_workers,
-                                              pin_memory=device.type == "cuda", generator=torch.Generator())
+    test_loader = make_loader(test_set, config, device, batch_size=256)
+    # One loader for the whole run (its workers persist); the sampler moves from epoch to epoch.
+    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size, rank=context.rank,
+                           world_size=context.world_size)
+    loader = make_loader(pairs, config, device, local_batch, sampler)
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     last, t0, seen = {}, time.perf_counter(), 0
     with StopRequests() as stop, (open(log_path, "a") if context.is_main else open(os.devnull, "w")) as log:
@@ -357,11 +388,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         halt = False
         while step < total_steps and step != stop_at_step and not halt:
             epoch, start = divmod(step, steps_per_epoch)
-            sampler = EpochSampler(len(pairs), epoch, config.seed, config.batch_size, start=start * local_batch,
-                                   rank=context.rank, world_size=context.world_size)
-            loader = torch.utils.data.DataLoader(pairs, batch_size=local_batch, sampler=sampler, drop_last=True,
-                                                 num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                                                 generator=torch.Generator().manual_seed(config.seed + epoch))
+            sampler.set_epoch(epoch, start=start * local_batch)
             model.train()
             for x1, x2, y in loader:
                 losses, probe_losses, logits = train_step(model, optimizer, scheduler, scaler, x1, x2, y,

@@ -165,7 +165,8 @@ class ViewPair(torch.utils.data.Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, label = self.base[index][:2]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed(self.seed, epoch, index))
+            # Only the CPU generator: torch.manual_seed would also queue a (slow) CUDA seeding call.
+            torch.default_generator.manual_seed(item_seed(self.seed, epoch, index))
             x1, x2 = self.views(image)
         return x1, x2, label
 
