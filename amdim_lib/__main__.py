@@ -161,7 +161,7 @@ def cmd_bench(args) -> dict:
     config = config_from_args(args)
     if args.batch_size:
         config = config.replace(batch_size=args.batch_size)
-    result = bench_training(config, steps=args.steps)
+    result = bench_training(config, steps=args.steps, flops=not args.no_flops)
     result.update(amp=config.amp, compile=config.compile, channels_last=config.channels_last)
     print(f"{args.preset} preset, {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, "
           f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']} (amp {config.amp}, "
@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up steps (default 10)")
     p.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurements")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (e.g. with --set compile=True)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
 
