@@ -28,13 +28,20 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     (n: 2048 on a CPU; 8192 on a GPU, where smaller products do not fill the device.)"""
     n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
+    # cuDNN runs float32 convolutions on TF32 tensor cores by default: compare with a TF32 matmul then.
+    tf32 = device.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = previous or tf32
+    try:
+        for _ in range(2):
+            a @ b
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
