@@ -1,0 +1,112 @@
+"""Search of mixture settings on Shapes: which training makes the mixture's segments beat k-means?
+
+    python benchmarks/mixture_search.py --out results/ [--small] [--parallel 8]
+
+Each candidate (model size, updates, tau, alpha, augmentation) trains a k=4 mixture model with
+`amdim_lib.mixture.train_mixture` in its own process (several at once: one GPU, many data workers),
+then scores the best-matching-component IoU of its 28x28 assignment maps on 96 Shapes test images,
+exactly as notebook 07 does; the baselines (k-means on a random-init encoder's r7, centre blob) are
+scored once. Results: <out>/mixture_search.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor, as_completed
+import time
+from pathlib import Path
+
+SMALL_MODEL = dict(ndf=16, n_rkhs=128, n_depth=1)          # notebook 07's demo model
+DEMO_MODEL = dict(ndf=32, n_rkhs=256, n_depth=2)           # the demo preset's model
+CANDIDATES = {
+    "07 demo (250 steps)": dict(model=SMALL_MODEL, steps=250),
+    "1000 steps": dict(model=SMALL_MODEL, steps=1000),
+    "1000 steps, full augmentation": dict(model=SMALL_MODEL, steps=1000, augment="full"),
+    "1000 steps, tau 3": dict(model=SMALL_MODEL, steps=1000, tau=3.0),
+    "1000 steps, alpha 0": dict(model=SMALL_MODEL, steps=1000, alpha=0.0),
+    "1000 steps, alpha 0.5": dict(model=SMALL_MODEL, steps=1000, alpha=0.5),
+    "demo model, 1000 steps": dict(model=DEMO_MODEL, steps=1000),
+}
+
+
+def config_for(candidate: dict, seed: int, small: bool):
+    from amdim_lib.presets import get_config
+    model = dict(candidate["model"]) if not small else dict(ndf=8, n_rkhs=64, n_depth=1)
+    return get_config("shapes", "smoke", seed=seed, train_size=256 if small else 4000, test_size=64, batch_size=32 if small else 64,
+                      warmup_steps=20, lr=1e-3, milestones=(), augment=candidate.get("augment", "crop"),
+                      num_workers=1, **model)
+
+
+def evaluation_data(image_size: int, seed: int, small: bool):
+    from amdim_lib import mixture
+    n, bank = (12, 16) if small else (96, 64)
+    x, masks, _ = mixture.shapes_batch("test", n, image_size, seed=seed)
+    x_bank = mixture.shapes_batch("test", bank, image_size, seed=seed, start=n)[0]
+    return x, masks, x_bank
+
+
+def run_candidate(args):
+    name, candidate, seed, small, device = args
+    import torch
+    from amdim_lib import mixture
+    torch.set_num_threads(1)
+    config = config_for(candidate, seed, small).replace(device=device)
+    start = time.perf_counter()
+    model = mixture.train_mixture(config, 4, candidate.get("tau", 1.0), candidate.get("alpha", 0.1),
+                                  steps=4 if small else candidate["steps"])
+    x, masks, x_bank = evaluation_data(config.image_size, seed, small)
+    bank = mixture.negative_bank(model.encoder, x_bank)
+    fine = mixture.evaluate_segmentation(model, x, masks, bank, shifts=4)
+    coarse = mixture.evaluate_segmentation(model, x, masks, bank, shifts=1)
+    km_trained = mixture.segmentation_ious(mixture.kmeans_labels(model.encoder, x, 4, 4, seed=seed), masks, 4)
+    return {"name": name, **{k: v for k, v in candidate.items() if k != "model"}, "model": candidate["model"],
+            "iou_28": fine["mean"], "iou_7": coarse["mean"], "kmeans_trained_iou_28": float(km_trained.mean()),
+            "last": model.history[-1], "seconds": round(time.perf_counter() - start, 1)}
+
+
+def baselines(seed: int, small: bool) -> dict:
+    import numpy as np
+    import torch
+    from amdim_lib import mixture
+    from amdim_lib.train import build_encoder
+    out = {}
+    for label, model in (("small model", SMALL_MODEL), ("demo model", DEMO_MODEL)):
+        config = config_for({"model": model}, seed, small)
+        x, masks, _ = evaluation_data(config.image_size, seed, small)
+        torch.manual_seed(seed)
+        encoder = build_encoder(config).eval()
+        out[f"k-means random init ({label}), 28x28"] = float(mixture.segmentation_ious(
+            mixture.kmeans_labels(encoder, x, 4, 4, seed=seed), masks, 4).mean())
+    _, train_masks, _ = mixture.shapes_batch("train", 200, 32, seed=seed)
+    blob = mixture.centre_blob(32, mixture.fit_centre_blob(train_masks))
+    out["centre blob"] = float(np.mean([mixture.iou(blob, m) for m in masks]))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="mixture-search")
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--parallel", type=int, default=len(CANDIDATES))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(name, c, args.seed, args.small, args.device) for name, c in CANDIDATES.items()]
+    results = {"baselines": baselines(args.seed, args.small), "candidates": []}
+    print(json.dumps(results["baselines"]), flush=True)
+    # (An executor, not a Pool: its processes may start data-loader workers of their own.)
+    with ProcessPoolExecutor(args.parallel, mp_context=mp.get_context("spawn")) as pool:
+        for future in as_completed([pool.submit(run_candidate, job) for job in jobs]):
+            result = future.result()
+            results["candidates"].append(result)
+            print(f"{result['name']}: IoU 28x28 {result['iou_28']:.3f}, 7x7 {result['iou_7']:.3f}, "
+                  f"k-means on trained {result['kmeans_trained_iou_28']:.3f} ({result['seconds']} s)", flush=True)
+            (out / "mixture_search.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
