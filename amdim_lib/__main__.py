@@ -1,4 +1,4 @@
-"""Command line: python -m amdim_lib {train, eval, bench, demo, reproduce} --help"""
+"""Command line: python -m amdim_lib {train, eval, bench, sweep, demo, reproduce} --help"""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   python -m amdim_lib train --dataset imagenet --preset paper-192 --print-config
   python -m amdim_lib eval --checkpoint runs/imagenet/checkpoint.pt --dataset places205   (transfer)
   python -m amdim_lib bench --preset paper --batch-size 64
+  python -m amdim_lib sweep --dataset shapes --preset demo --out runs/ablations --variants full single_scale dim_baseline
 """
 
 
@@ -188,6 +189,39 @@ def cmd_bench(args) -> dict:
     return result
 
 
+def cmd_sweep(args) -> dict:
+    """Ablations: train each (variant, seed) for the same budget, probe it, print one table."""
+    from .sweep import (SIGNIFICANCE_RULE, SweepInterrupted, run_sweep, significant_differences, significant_names,
+                        steps_trained_now, sweep_metrics, sweep_scale, sweep_table, table_markdown)
+
+    config = config_from_args(args)
+    scale = sweep_scale(args.preset)
+    steps = None if args.full_schedule else (args.steps if args.steps is not None else scale["steps"])
+    seeds = args.seeds if args.seeds else list(range(scale["n_seeds"]))
+    out = Path(args.out or f"runs/ablations-{config.dataset}-{args.preset}")
+    print(f"sweep on {config.dataset} ({args.preset} preset) into {out}: seeds {seeds}, "
+          + ("each configuration's own schedule" if steps is None else f"{steps} updates per run"))
+    try:
+        records = run_sweep(config, args.variants or scale["variants"], seeds, out, steps=steps,
+                            probe_train=scale["probe_train"], probe_test=scale["probe_test"], device=args.device)
+    except SweepInterrupted as error:
+        print(error)
+        return {"interrupted": error.signal}
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        raise SystemExit(f"error: {error}") from None
+    table = sweep_table(records)
+    reference = "full" if any(r["variant"] == "full" for r in table) else table[0]["variant"]
+    comparisons = significant_differences(table, reference=reference)
+    text = table_markdown(table, comparisons)
+    (out / "table.md").write_text(text + f"\n\n* : {SIGNIFICANCE_RULE}\n")
+    (out / "summary.json").write_text(json.dumps(sweep_metrics(table, comparisons, records), indent=2))
+    significant = significant_names(comparisons, reference)
+    print(f"\n{text}\n\n* : {SIGNIFICANCE_RULE}.\nexceeding the spread vs {reference}: "
+          f"{', '.join(significant) or 'none'}\n{steps_trained_now(records)} updates trained now; "
+          f"table in {out / 'table.md'}")
+    return {}
+
+
 def cmd_demo(args) -> dict:
     """The main job: every notebook in order at the demo preset on Shapes, then one HTML report."""
     from .workbook import NotebookError, run_workbook
@@ -250,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (e.g. with --set compile=True)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sweep", help="ablations: train variants x seeds for one budget, probe each, print one table "
+                                     "(resumable: finished runs are skipped)")
+    _add_config_args(p)
+    p.add_argument("--out", help="sweep folder, one <variant>/seed<k>/ per run (default runs/ablations-<dataset>-<preset>)")
+    p.add_argument("--variants", nargs="+", help="names from amdim_lib.sweep.VARIANTS, or all (default: the preset's list)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's number of seeds, from 0)")
+    p.add_argument("--steps", type=int, help="updates per run (default: the preset's sweep budget)")
+    p.add_argument("--full-schedule", action="store_true", help="each run follows its configuration's own schedule")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="run every notebook at the demo preset and write runs/demo/report.html (what `make demo` runs)")
     p.add_argument("--out", default="runs/demo", help="where executed notebooks, figures, metrics and report.html go")

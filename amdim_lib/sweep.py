@@ -1,0 +1,609 @@
+"""Ablation sweeps: train a list of configuration variants over several seeds, probe each frozen
+encoder, and collect one table with the mean and spread over seeds.
+
+A *variant* is a dict of `Config` overrides applied to a base configuration (the preset's), so an
+ablation is a switch in the configuration, never a fork of the code:
+
+    from amdim_lib.presets import get_config
+    from amdim_lib.sweep import run_sweep, sweep_table, significant_differences
+    results = run_sweep(get_config("shapes", "demo"), ["full", "single_scale", "dim_baseline"],
+                        seeds=[0, 1], out_dir="runs/ablations", steps=80)
+    table = sweep_table(results)
+
+`VARIANTS` lists the named ones and the research question each answers (RQ2: what does multiscale
+prediction add; RQ3: how much do augmentation and the NCE regularisation matter). Any other dict of
+overrides works too, e.g. `{"wide": {"ndf": 64, "n_rkhs": 512}}`, and a future `{"mixture_k": 4}`
+needs no change here once `Config` has that field. An override value may also be a function of the
+base configuration (`Scaled("ndf", 2)`), so that "twice as wide" means the same at every preset.
+
+Layout and resumption: run (variant, seed) trains into `out_dir/<variant>/seed<k>/` with
+`amdim_lib.train.train(..., resume=True)`, so an interrupted run continues from its checkpoint; after
+the probe, `result.json` is written there atomically, and a run with a `result.json` is not touched
+again. Running the same sweep twice therefore trains each run once.
+
+Budget: `steps` updates per run (None: the configuration's own schedule, epochs x steps per epoch).
+A budgeted run gets enough epochs for `steps`, stops at exactly `steps` (`train(stop_at_step=...)`,
+which counts as finished here), keeps the learning rate constant after a warm-up of a tenth of the
+budget (at most the configuration's warm-up) and has no step decay, so every variant sees the same
+schedule.
+
+Probe: the library's frozen-feature evaluation (`amdim_lib.evaluate`): r1 features with the test
+transform, a linear probe (logistic regression, C chosen on a held-out 10%) and a cosine kNN, on at
+most `probe_train` / `probe_test` images of the run's labelled splits.
+
+Baselines beside the variants: `supervised` (the same encoder trained with labels for the same number
+of updates, `amdim_lib.supervised`), `random_init` (the same encoder untrained: what the architecture
+gives for free) and `dim_baseline` (local DIM: global-to-local prediction on one unaugmented image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from .presets import Config
+
+REFERENCE = "full"
+QUESTIONS = {
+    "reference": "the method as configured",
+    "RQ2": "what does multiscale prediction (and, later, mixture features) add?",
+    "RQ3": "how much do augmentation and the NCE regularisation matter?",
+    "size": "how much does the encoder's width and depth matter?",
+    "baseline": "what AMDIM is compared against",
+}
+# Configuration keys that say where and how a run executes, not what it computes.
+EXECUTION_KEYS = ("device", "num_workers", "download", "compile", "channels_last")
+
+
+class Scaled:
+    """An override relative to the base configuration: `Scaled("ndf", 2)` -> base.ndf * 2 (at least 1)."""
+
+    def __init__(self, name: str, factor: float):
+        self.name, self.factor = name, factor
+
+    def __call__(self, base: Config) -> int:
+        return max(1, round(getattr(base, self.name) * self.factor))
+
+    def __repr__(self) -> str:
+        return f"{self.name} x{self.factor:g}"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Scaled) and (self.name, self.factor) == (other.name, other.factor)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation: Config overrides, the question it answers, what the paper reports.
+
+    method: 'amdim' (self-supervised training), 'supervised' (the same encoder trained on labels for
+    the same number of updates) or 'random' (the untrained encoder: no updates).
+    """
+
+    overrides: Mapping = field(default_factory=dict)
+    question: str = "RQ2"
+    description: str = ""
+    paper: str = "–"          # the direction the AMDIM paper reports for this change (no numbers)
+    method: str = "amdim"
+
+    def __post_init__(self):
+        if self.method not in ("amdim", "supervised", "random"):
+            raise ValueError(f"variant method {self.method!r}; choose amdim, supervised or random")
+
+
+VARIANTS: dict[str, Variant] = {
+    "full": Variant({}, "reference", "AMDIM as configured: 1t5 + 1t7 + 5t5, full augmentation, score penalty, tclip",
+                    "the reference"),
+    # RQ2: which prediction tasks
+    "single_scale": Variant({"tasks": ("1t7",)}, "RQ2", "single scale: global -> 7x7 (1t7) only",
+                            "lower: multiscale prediction beats a single global-to-local task"),
+    "no_5t5": Variant({"tasks": ("1t5", "1t7")}, "RQ2", "no local -> local task (1t5 + 1t7)",
+                      "lower (multiscale prediction helps)"),
+    "only_1t5": Variant({"tasks": ("1t5",)}, "RQ2", "single scale: global -> 5x5 (1t5) only",
+                        "lower (multiscale prediction helps)"),
+    # RQ3: augmentation
+    "augment_none": Variant({"augment": "none"}, "RQ3", "no augmentation: two identical views (no flip, crop, jitter)",
+                            "much lower: augmentation is what makes the task useful"),
+    "augment_flip": Variant({"augment": "flip"}, "RQ3", "shared horizontal flip only",
+                            "much lower (no crop, no colour jitter)"),
+    "augment_crop": Variant({"augment": "crop"}, "RQ3", "flip + crop/translate, no colour jitter or grayscale",
+                            "lower: colour jitter matters"),
+    # RQ3: the NCE regularisation
+    "no_reg": Variant({"reg_weight": 0.0}, "RQ3", "no score penalty (reg_weight 0)",
+                      "less stable training (a stabiliser, not an accuracy gain)"),
+    "tclip_5": Variant({"tclip": 5.0}, "RQ3", "tanh clip at 5", "– (the paper uses 20)"),
+    "tclip_10": Variant({"tclip": 10.0}, "RQ3", "tanh clip at 10", "– (the paper uses 20)"),
+    "tclip_none": Variant({"tclip": None}, "RQ3", "no tanh clipping of the scores",
+                          "less stable training (a stabiliser, not an accuracy gain)"),
+    # encoder size
+    "narrow": Variant({"ndf": Scaled("ndf", 0.5), "n_rkhs": Scaled("n_rkhs", 0.5)}, "size",
+                      "half the width (ndf, n_rkhs)", "lower: larger encoders do better"),
+    "wide": Variant({"ndf": Scaled("ndf", 2), "n_rkhs": Scaled("n_rkhs", 2)}, "size",
+                    "twice the width (ndf, n_rkhs)", "higher: larger encoders do better"),
+    "shallow": Variant({"n_depth": 1}, "size", "one layer per residual block (n_depth 1)",
+                       "lower: larger encoders do better"),
+    "deep": Variant({"n_depth": Scaled("n_depth", 2)}, "size", "twice the layers per block (n_depth x2)",
+                    "higher: larger encoders do better"),
+    # baselines
+    "dim_baseline": Variant({"tasks": ("1t7",), "augment": "none"}, "baseline",
+                            "local DIM: global -> 7x7 (1t7) on one image, no augmentation (the method AMDIM extends)",
+                            "much lower: AMDIM's additions over DIM are the paper's point"),
+    "supervised": Variant({}, "baseline", "the same encoder trained with labels (cross-entropy), same views and updates",
+                          "–", method="supervised"),
+    "random_init": Variant({}, "baseline", "the same encoder, untrained (what the architecture gives for free)",
+                           "–", method="random"),
+    # A mixture variant needs only its override once Config has the field, e.g.
+    # "mixture_4": Variant({"mixture_k": 4}, "RQ2", "mixture features, k = 4", ...).
+}
+
+# The sweep's scale per preset: updates per run (None: the configuration's own schedule), the default
+# variants and seeds, and how many images the probes use (None: the whole split).
+# demo: `make demo` runs every notebook in about 20 minutes on 2 cores, so 06 gets about 4 of them.
+# Three AMDIM configurations form a small factorial design: full -> single_scale removes multiscale
+# prediction (RQ2), single_scale -> dim_baseline then removes augmentation (RQ3, see CONTRASTS); with
+# the supervised baseline that is 4 trained variants x 2 seeds x 64 updates of the demo model (about
+# 0.4 s each with data loading in one run of this notebook on 2 cores; supervised ones ~0.3 s) plus
+# ~5 s of probing per run (1,000 + 1,000 images) and the untrained reference: ~4 minutes. 64 updates
+# are far from converged (the demo preset trains 1,023; after 72 the full method was still within the
+# seed spread of the untrained encoder): the table can show the direction of large effects only,
+# and the notebook says when it cannot. More variants
+# (`variants="all"`: augmentation levels, tclip, the penalty, width, depth) or more steps are one
+# parameter away in the notebook when there is more time.
+SCALES = {
+    "smoke": dict(steps=8, variants=("full", "dim_baseline", "supervised", "random_init"), n_seeds=2,
+                  probe_train=256, probe_test=128),
+    "demo": dict(steps=64, variants=("full", "single_scale", "dim_baseline", "supervised", "random_init"),
+                 n_seeds=2, probe_train=1000, probe_test=1000),
+    "paper": dict(steps=None, variants=tuple(VARIANTS), n_seeds=3, probe_train=None, probe_test=None),
+}
+
+
+def sweep_scale(preset: str) -> dict:
+    """The sweep's scale at `preset` (the paper variants, paper-192 and so on, use the paper's)."""
+    return dict(SCALES.get(preset, SCALES["paper"]))
+
+
+# ----------------------------------------------------------------------------- configurations
+
+def resolve_variants(variants: Iterable | Mapping | str | None, default: Iterable[str] = ()) -> dict[str, Variant]:
+    """{name: Variant} from names of `VARIANTS`, 'all', a {name: Variant or overrides dict} mapping,
+    or None (the `default` names)."""
+    if variants is None:
+        variants = list(default)
+    if isinstance(variants, str):
+        variants = list(VARIANTS) if variants == "all" else [variants]
+    if isinstance(variants, Mapping):
+        return {name: v if isinstance(v, Variant) else Variant(dict(v), "custom", overrides_text(v))
+                for name, v in variants.items()}
+    out = {}
+    for name in variants:
+        if name == "all":
+            out.update(VARIANTS)
+        elif name not in VARIANTS:
+            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)} (or 'all'), or pass "
+                             "a {name: overrides} dict")
+        else:
+            out[name] = VARIANTS[name]
+    return out
+
+
+def variant_config(base: Config, variant: Variant | Mapping, seed: int | None = None) -> Config:
+    """`base` with the variant's overrides (callables resolved against `base`) and the seed."""
+    overrides = variant.overrides if isinstance(variant, Variant) else variant
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown configuration keys {unknown} in a variant; this Config has: {sorted(known)}")
+    values = {k: (v(base) if callable(v) else v) for k, v in overrides.items()}
+    if seed is not None:
+        values["seed"] = seed
+    return base.replace(**values)
+
+
+def steps_per_epoch(config: Config) -> int:
+    """Updates per epoch of the self-supervised run of `config` (builds the data set's index only)."""
+    from .train import build_splits
+    train_split, _ = build_splits(config, self_supervised=True)
+    return len(train_split) // config.batch_size
+
+
+def budget_config(config: Config, steps: int | None) -> tuple[Config, int]:
+    """(configuration, updates) of a run with a budget of `steps` updates (None: the configuration's
+    own schedule). A budgeted run: enough epochs, constant learning rate after a warm-up of a tenth of
+    the budget (at most the configured warm-up), no step decay; it stops after `steps` updates."""
+    per_epoch = steps_per_epoch(config)
+    if per_epoch < 1:
+        raise ValueError(f"the training split is smaller than one batch of {config.batch_size}")
+    if steps is None:
+        return config, per_epoch * config.epochs
+    if steps < 1:
+        raise ValueError(f"steps={steps}; a budget of at least one update")
+    warmup = min(config.warmup_steps, max(1, steps // 10)) if config.warmup_steps else 0
+    return config.replace(epochs=math.ceil(steps / per_epoch), milestones=(), warmup_steps=warmup), int(steps)
+
+
+def _what(config: Config) -> dict:
+    """The part of a configuration that decides the result (not where or how fast it runs)."""
+    return {k: v for k, v in config.to_dict().items() if k not in EXECUTION_KEYS}
+
+
+def overrides_text(overrides: Mapping) -> str:
+    """Overrides as short text: "tasks=1t7, augment=none" ("–" for none)."""
+    def value(v):
+        if isinstance(v, tuple):
+            return "+".join(map(str, v)) if v else "()"
+        return repr(v) if callable(v) else str(v)
+    return ", ".join(f"{k}={value(v)}" for k, v in overrides.items()) or "–"
+
+
+# ----------------------------------------------------------------------------- one run
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A signal (Ctrl-C, a kernel interrupt, SIGTERM) stopped a run after a checkpoint; `signal` names it."""
+
+    def __init__(self, signal: str, message: str):
+        super().__init__(message)
+        self.signal = signal
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomically: a temporary file in the same folder, then renamed over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def probe(encoder, config: Config, probe_train: int | None, probe_test: int | None, device="cpu") -> dict:
+    """Linear-probe and kNN test accuracies of a frozen encoder's r1 on the run's labelled splits
+    (at most probe_train / probe_test images of each)."""
+    from .evaluate import feature_sets, knn_accuracy, linear_probe
+
+    def capped(limit, size):
+        return size if limit is None else (limit if size is None else min(limit, size))
+    eval_config = config.replace(train_size=capped(probe_train, config.train_size),
+                                 test_size=capped(probe_test, config.test_size))
+    train_x, train_y, test_x, test_y = next(iter(feature_sets(encoder, eval_config, baselines=False,
+                                                              device=device).values()))
+    return {"linear": linear_probe(train_x, train_y, test_x, test_y, seed=config.seed)["accuracy"],
+            "knn": knn_accuracy(train_x, train_y, test_x, test_y, k=min(200, len(train_y))),
+            "probe_train": int(len(train_y)), "probe_test": int(len(test_y))}
+
+
+def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str | Path, steps: int | None,
+            probe_train: int | None = None, probe_test: int | None = None, device: str | None = None) -> dict:
+    """Train (or resume, or load) one (variant, seed) in `run_dir`, probe it, write `result.json`.
+
+    A `result.json` of the same configuration is returned as it is (status 'loaded'); one of another
+    configuration is an error (choose another output folder). A run whose loss or gradient becomes
+    non-finite is recorded with status 'diverged' and no accuracies.
+    """
+    import torch
+
+    from .supervised import train_supervised
+    from .train import build_encoder, encoder_from_checkpoint, select_device, train
+
+    run_dir = Path(run_dir)
+    config, budget = budget_config(variant_config(base, variant, seed), steps)
+    if variant.method == "random":
+        budget = 0
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        saved = json.loads(result_path.read_text())
+        if (saved.get("config_what") == _what(config) and saved.get("steps") == budget
+                and saved.get("method") == variant.method
+                and (saved.get("probe_limits") == [probe_train, probe_test])):
+            return {**saved, "status_now": "loaded"}
+        raise ValueError(f"{result_path} holds a result of another configuration, budget or probe size; "
+                         "choose another output folder (or delete that run's folder to recompute it)")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe_device = select_device(device or config.device)
+    record = {"variant": name, "seed": seed, "method": variant.method, "question": variant.question,
+              "description": variant.description, "paper": variant.paper,
+              "overrides": overrides_text(variant.overrides), "steps": budget, "config": config.to_dict(),
+              "config_what": _what(config), "probe_limits": [probe_train, probe_test], "status": "done",
+              "resumed_from": 0}
+    start = time.perf_counter()
+    try:
+        if variant.method == "amdim":
+            from .checkpoints import latest_run_checkpoint
+            existing = latest_run_checkpoint(run_dir)
+            record["resumed_from"] = existing["step"] if existing is not None else 0
+            del existing
+            summary = train(config, run_dir, resume=True, stop_at_step=budget, progress=False)
+            if summary["interrupted"]:
+                raise SweepInterrupted(summary["interrupted"], f"{summary['interrupted']}: the sweep stopped in "
+                                       f"{run_dir} at update {summary['steps']} (checkpoint written); run it "
+                                       "again to continue")
+            if summary["steps"] < budget:
+                raise RuntimeError(f"{run_dir}: training ended after {summary['steps']} of {budget} updates")
+            encoder, _ = encoder_from_checkpoint(run_dir / "checkpoint.pt")
+            record["online"] = summary.get("eval") or {}
+        elif variant.method == "supervised":
+            encoder, summary = train_supervised(config, steps=budget, out_dir=run_dir, progress=False)
+            record["supervised_test_acc"] = summary["test_acc"]  # the network with its own head
+        else:
+            torch.manual_seed(config.seed)
+            encoder = build_encoder(config)
+    except FloatingPointError as error:  # a non-finite loss or gradient: a result of the ablation, kept
+        record.update(status="diverged", error=str(error).split(". ")[0], linear=None, knn=None,
+                      train_seconds=round(time.perf_counter() - start, 1), eval_seconds=0.0)
+        _write_json(result_path, record)
+        return {**record, "status_now": "trained"}
+    record["train_seconds"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    record.update(probe(encoder, config, probe_train, probe_test, device=probe_device))
+    record["eval_seconds"] = round(time.perf_counter() - start, 1)
+    _write_json(result_path, record)
+    return {**record, "status_now": "trained"}
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+def run_sweep(base: Config, variants=None, seeds: Iterable[int] = (0, 1), out_dir: str | Path = "runs/ablations",
+              steps: int | None = None, probe_train: int | None = None, probe_test: int | None = None,
+              device: str | None = None, progress: bool | Callable[[str], None] = True,
+              on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every (variant, seed) of the sweep, in order: trained, resumed or loaded, then probed.
+
+    variants: names of `VARIANTS`, 'all', or a {name: Variant or overrides dict} mapping.
+    steps: updates per run (None: each configuration's own schedule).
+    progress: True prints one line per run; a callable receives that line instead; False is silent.
+    on_result: called with each run's record as soon as it is done (e.g. to update a display).
+    Returns the records of all runs (each as in its result.json, plus `status_now`: trained | loaded).
+    """
+    say = print if progress is True else (progress or (lambda line: None))
+    chosen = resolve_variants(variants, default=[REFERENCE])
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("a sweep needs at least one seed")
+    for name, variant in chosen.items():  # every configuration is checked before anything trains
+        variant_config(base, variant, seeds[0])
+    out_dir = Path(out_dir)
+    runs = [(name, variant, seed) for name, variant in chosen.items() for seed in seeds]
+    records = []
+    for number, (name, variant, seed) in enumerate(runs, 1):
+        record = run_one(name, variant, base, seed, out_dir / name / f"seed{seed}", steps,
+                         probe_train, probe_test, device)
+        records.append(record)
+        accuracy = ("diverged" if record["status"] == "diverged" else
+                    f"linear {100 * record['linear']:.1f} %, kNN {100 * record['knn']:.1f} %")
+        how = ("loaded" if record["status_now"] == "loaded" else
+               f"{record['steps']} updates" + (f" (resumed at {record['resumed_from']})" if record["resumed_from"] else "")
+               + f", {record['train_seconds'] + record['eval_seconds']:.0f} s")
+        say(f"[{number}/{len(runs)}] {name}, seed {seed}: {accuracy} ({how})")
+        if on_result is not None:
+            on_result(record)
+    return records
+
+
+def steps_trained_now(records: list[dict]) -> int:
+    """Updates actually trained by this call of the sweep (loaded runs and resumed parts excluded)."""
+    return sum(r["steps"] - r.get("resumed_from", 0) for r in records if r.get("status_now") == "trained")
+
+
+def load_results(out_dir: str | Path) -> list[dict]:
+    """The records of every finished run under `out_dir` (its `<variant>/seed<k>/result.json` files)."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("*/seed*/result.json"))]
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def sweep_table(records: list[dict], metrics=("linear", "knn")) -> list[dict]:
+    """One row per variant (in the order met): mean and sample standard deviation over seeds of each
+    metric, the seeds and per-seed values, the probes' test-set size `n_test`, diverged runs counted
+    (and left out of the means)."""
+    rows: dict[str, dict] = {}
+    for r in records:
+        row = rows.setdefault(r["variant"], {"variant": r["variant"], "question": r.get("question", ""),
+                                             "method": r.get("method", "amdim"), "overrides": r.get("overrides", ""),
+                                             "steps": r.get("steps"), "seeds": [], "diverged": 0, "n_test": None,
+                                             **{f"{m}_values": [] for m in metrics}})
+        row["seeds"].append(r["seed"])
+        if r.get("status") == "diverged":
+            row["diverged"] += 1
+            continue
+        for m in metrics:
+            row[f"{m}_values"].append(r[m])
+        if r.get("probe_test"):
+            row["n_test"] = min(row["n_test"] or r["probe_test"], r["probe_test"])
+    for row in rows.values():
+        first = next(r for r in records if r["variant"] == row["variant"])
+        known = VARIANTS.get(row["variant"], Variant(description=row["overrides"]))
+        row["description"] = first.get("description") or known.description
+        row["paper"] = first.get("paper") or known.paper
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(row[f"{m}_values"])
+    return list(rows.values())
+
+
+SIGNIFICANCE_RULE = ("a difference counts when it exceeds the sum of the two variants' spreads, |mean_a - mean_b| "
+                     "> s_a + s_b, where s is the seed-to-seed standard deviation (sample sd), but at least the "
+                     "binomial standard error sqrt(p(1-p)/n) of one accuracy p on n test images; roughly, the ±1 sd "
+                     "error bars do not overlap. With 2-3 seeds this is a rough screen against reading noise as "
+                     "an effect, not a test at a stated confidence level")
+
+
+# Pairs of variants that isolate one factor where neither is the reference: (variant, against) ->
+# (question, what the pair isolates, the paper's direction). Compared whenever both are in a sweep.
+CONTRASTS = {
+    ("dim_baseline", "single_scale"): ("RQ3", "augmentation at a single scale: none (DIM) against full, both 1t7 only",
+                                       "much lower without augmentation"),
+    ("dim_baseline", "augment_none"): ("RQ2", "multiscale without augmentation: 1t7 only (DIM) against all three tasks",
+                                       "lower with a single scale"),
+}
+
+
+def spread_of(row: dict, metric: str = "linear") -> float:
+    """A variant's seed-to-seed standard deviation, but at least the binomial standard error
+    sqrt(p (1 - p) / n) of one accuracy p measured on n test images (when n is known): two seeds can
+    agree more closely by chance than a test set of n images can resolve."""
+    mean, std, n = row[f"{metric}_mean"], row[f"{metric}_std"], row.get("n_test")
+    floor = math.sqrt(mean * (1 - mean) / n) if n else 0.0
+    return max(std, floor)
+
+
+def compare(table: list[dict], variant: str, against: str, metric: str = "linear") -> dict | None:
+    """`variant` against `against`: difference of means, spread (s_a + s_b, `spread_of`) and whether the
+    difference exceeds it (`SIGNIFICANCE_RULE`); None when either has no mean (absent, or every run diverged).
+    Fewer than 2 seeds on either side never counts."""
+    rows = {r["variant"]: r for r in table}
+    a, b = rows.get(variant), rows.get(against)
+    if a is None or b is None or a[f"{metric}_mean"] is None or b[f"{metric}_mean"] is None:
+        return None
+    diff = a[f"{metric}_mean"] - b[f"{metric}_mean"]
+    spread = spread_of(a, metric) + spread_of(b, metric)
+    enough = min(len(a[f"{metric}_values"]), len(b[f"{metric}_values"])) >= 2
+    return {"variant": variant, "reference": against, "metric": metric, "difference": diff, "spread": spread,
+            "significant": bool(enough and abs(diff) > spread)}
+
+
+def significant_differences(table: list[dict], reference: str = REFERENCE, metric: str = "linear",
+                            contrasts: Mapping = CONTRASTS) -> list[dict]:
+    """Each variant against `reference`, then each pair of `contrasts` present in the table: the
+    difference of means, the spread (sd_a + sd_b) and whether the difference exceeds it
+    (`SIGNIFICANCE_RULE`, see `compare`). Contrasts carry `question`, `isolates` and `paper`."""
+    rows = {r["variant"]: r for r in table}
+    if reference not in rows:
+        raise ValueError(f"the reference variant {reference!r} is not in the table ({', '.join(rows)})")
+    out = [c for c in (compare(table, name, reference, metric) for name in rows if name != reference) if c]
+    for (variant, against), (question, isolates, paper) in contrasts.items():
+        c = compare(table, variant, against, metric)
+        if c is not None and reference not in (variant, against):
+            out.append({**c, "question": question, "isolates": isolates, "paper": paper})
+    return out
+
+
+def significant_names(comparisons: list[dict], reference: str = REFERENCE) -> list[str]:
+    """The comparisons that exceed the spread: a variant's name (against the reference) or 'a vs b'."""
+    return [c["variant"] if c["reference"] == reference else f"{c['variant']} vs {c['reference']}"
+            for c in comparisons if c["significant"]]
+
+
+def exceeds_spread(mean_a: float, sd_a: float, mean_b: float, sd_b: float) -> bool:
+    """The rule of `significant_differences` for two numbers: |mean_a - mean_b| > sd_a + sd_b."""
+    return abs(mean_a - mean_b) > sd_a + sd_b
+
+
+def _pct(mean, std) -> str:
+    return "–" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def table_markdown(table: list[dict], comparisons: list[dict] | None = None) -> str:
+    """Markdown: one line per variant with linear and kNN accuracy (mean ± sd over seeds, %), the
+    difference to the reference (* where it exceeds the seed spread) and the paper's direction."""
+    diffs = {c["variant"]: c for c in comparisons or [] if c["reference"] == REFERENCE}
+    lines = ["| variant | question | what changes | updates | seeds | linear (%) | kNN (%) | linear vs reference "
+             "(points) | paper's direction |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in table:
+        c = diffs.get(r["variant"])
+        vs = "reference" if c is None and r["variant"] == REFERENCE else (
+            "–" if c is None else f"{100 * c['difference']:+.1f}{' *' if c['significant'] else ''}")
+        seeds = f"{len(r['seeds'])}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
+        lines.append(f"| {r['variant']} | {r['question']} | {r['description']} | {r['steps']} | {seeds} | "
+                     f"{_pct(r['linear_mean'], r['linear_std'])} | {_pct(r['knn_mean'], r['knn_std'])} | {vs} | "
+                     f"{r['paper']} |")
+    return "\n".join(lines)
+
+
+def findings(table: list[dict], comparisons: list[dict], reference: str = REFERENCE) -> list[str]:
+    """One plain sentence per comparison: the direction we measured, whether it exceeds the seed
+    spread, and the paper's direction beside it; first a caution when the reference is not above the
+    untrained encoder (then nothing can be read from the others)."""
+    rows = {r["variant"]: r for r in table}
+    out = []
+    untrained = next((c for c in comparisons if c["reference"] == reference
+                      and rows[c["variant"]]["method"] == "random"), None)
+    if untrained is not None and not (untrained["significant"] and untrained["difference"] < 0):
+        out.append(f"**Caution:** {reference} is not above the untrained encoder by more than the seed spread: "
+                   "this budget has not taught the encoder enough to tell the variants apart, so none of the "
+                   "comparisons below can support or contradict the paper.")
+    for c in comparisons:
+        row = rows[c["variant"]]
+        if c["reference"] == reference:
+            name, what, paper = c["variant"], row["description"], row["paper"]
+        else:
+            name, what, paper = f"{c['variant']} vs {c['reference']}", c.get("isolates", ""), c.get("paper", "–")
+        direction = "higher" if c["difference"] > 0 else "lower"
+        verdict = ("exceeds the seed-to-seed spread" if c["significant"] else
+                   f"is within the seed-to-seed spread ({100 * c['spread']:.1f} points): not supported at this scale")
+        if row["diverged"]:
+            verdict += f"; {row['diverged']} of its {len(row['seeds'])} runs diverged (left out of the mean)"
+        paper = "" if paper in ("–", "the reference") else f" Paper: {paper}."
+        out.append(f"**{name}** ({what}): {c['variant']} is {abs(100 * c['difference']):.1f} points {direction} "
+                   f"than {c['reference']} ({c['metric']} probe); the difference {verdict}.{paper}")
+    for name, row in rows.items():  # every run diverged: no mean, hence no comparison above
+        if row["linear_mean"] is None and row["diverged"]:
+            out.append(f"**{name}** ({row['description']}): every run diverged (a non-finite loss or gradient)."
+                       + ("" if row["paper"] in ("–", "the reference") else f" Paper: {row['paper']}."))
+    return out
+
+
+# ----------------------------------------------------------------------------- the figure
+
+GROUP_COLOURS = {"reference": "tab:blue", "RQ2": "tab:orange", "RQ3": "tab:green", "size": "tab:purple",
+                 "baseline": "tab:grey", "custom": "tab:brown"}
+
+
+def plot_sweep(table: list[dict], metrics=("linear", "knn"), chance: float | None = None, title: str = "Ablations"):
+    """Bars of the mean test accuracy per variant with ±1 sd error bars over seeds and each seed as a
+    dot, one panel per metric, coloured by research question; a dashed line at chance."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    names = {"linear": "linear probe", "knn": "kNN (k=200)", "mlp": "MLP probe"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.5, 1.0 * len(table) + 2.5) * len(metrics) / 1.4, 4.8),
+                             squeeze=False)
+    x = np.arange(len(table))
+    for ax, metric in zip(axes[0], metrics):
+        means = [100 * (r[f"{metric}_mean"] or 0) for r in table]
+        stds = [100 * (r[f"{metric}_std"] or 0) for r in table]
+        colours = [GROUP_COLOURS.get(r["question"], "tab:brown") for r in table]
+        ax.bar(x, means, yerr=stds, capsize=4, color=colours, alpha=0.8, edgecolor="black", lw=0.6)
+        for i, r in enumerate(table):
+            values = [100 * v for v in r[f"{metric}_values"]]
+            ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=14,
+                       color="black", zorder=3)
+            if r["diverged"]:
+                ax.text(i, 1, f"{r['diverged']} diverged", rotation=90, ha="center", va="bottom", fontsize=8)
+        if chance is not None:
+            ax.axhline(100 * chance, color="black", ls="--", lw=1)
+            ax.annotate("chance", xy=(1.0, 100 * chance), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=8)
+        ax.set_xticks(x, [r["variant"] for r in table], rotation=35, ha="right")
+        ax.set(ylabel="test accuracy (%)", title=f"{names.get(metric, metric)}: mean ± 1 sd over seeds")
+        ax.grid(axis="y", alpha=0.3)
+    groups = list(dict.fromkeys(r["question"] for r in table))
+    fig.legend([Patch(color=GROUP_COLOURS.get(g, "tab:brown"), alpha=0.8) for g in groups], groups,
+               loc="lower center", ncol=len(groups), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def sweep_metrics(table: list[dict], comparisons: list[dict], records: list[dict]) -> dict:
+    """What a notebook's metrics.json keeps of a sweep: per-variant mean/sd, the comparisons with the
+    reference and which of them exceed the spread, and the total number of updates trained."""
+    return {
+        "variants": {r["variant"]: {k: r[k] for k in ("question", "method", "steps", "seeds", "diverged", "n_test",
+                                                      "linear_mean", "linear_std", "knn_mean", "knn_std",
+                                                      "linear_values", "knn_values")} for r in table},
+        "comparisons": comparisons,
+        "significant": significant_names(comparisons),
+        "rule": SIGNIFICANCE_RULE,
+        "total_steps": sum(r["steps"] for r in records),
+        "steps_trained_now": steps_trained_now(records),
+        "trained_now": sum(r.get("status_now") == "trained" for r in records),
+        "runs": len(records),
+    }
