@@ -39,6 +39,7 @@ class Config:
     tclip: float | None = 20.0
     reg_weight: float = 0.05
     tasks: tuple[str, ...] = TASKS
+    mixture_k: int = 0                   # mixture components that replace the 1t7 task (0: off; amdim_lib.mixture)
     # optimisation (Adam with linear warm-up, then step decay at the milestone epochs)
     batch_size: int = 200
     epochs: int = 300
@@ -95,6 +96,8 @@ class Config:
         need(self.policy is None or self.policy in VIEW_POLICIES,
              f"policy={self.policy!r}; None (by image size) or one of {VIEW_POLICIES}")
         need(bool(self.tasks) and set(self.tasks) <= set(TASKS), f"tasks={self.tasks}; a non-empty subset of {TASKS}")
+        need(self.mixture_k >= 0 and (self.mixture_k == 0 or "1t7" in self.tasks),
+             f"mixture_k={self.mixture_k}; 0 (off) or a number of components, with 1t7 in tasks (the mixture replaces it)")
         need(self.amp in ("auto", "bf16", "fp16", "off"), f"amp={self.amp!r}; choose auto, bf16, fp16 or off")
         need(self.tclip is None or self.tclip > 0, f"tclip={self.tclip}; a positive number or None (no clipping)")
         for name in ("train_size", "test_size"):

@@ -139,8 +139,9 @@ VARIANTS: dict[str, Variant] = {
                           "–", method="supervised"),
     "random_init": Variant({}, "baseline", "the same encoder, untrained (what the architecture gives for free)",
                            "–", method="random"),
-    # A mixture variant needs only its override once Config has the field, e.g.
-    # "mixture_4": Variant({"mixture_k": 4}, "RQ2", "mixture features, k = 4", ...).
+    # RQ2: mixture features (amdim_lib.mixture): k global features, the 1t7 task through them
+    "mixture_k4": Variant({"mixture_k": 4}, "RQ2", "mixture of k = 4 global features in place of the single one (1t7)",
+                          "about the same accuracy; the mixture's benefit is segmentation, not the probe"),
 }
 
 # The sweep's scale per preset: updates per run (None: the configuration's own schedule), the default

@@ -78,14 +78,14 @@ class Probes(nn.Module):
 
 
 class AMDIM(nn.Module):
-    """The encoder and its online probes as one module (what DDP wraps).
+    """The encoder, its online probes and, with `mixture_k`, the mixture head as one module (what DDP wraps).
 
     `encoder` may be a torch.compile'd wrapper; checkpoints store the plain module's weights.
     """
 
-    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False):
+    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False, mixture: nn.Module | None = None):
         super().__init__()
-        self.encoder, self.probes, self.channels_last = encoder, probes, channels_last
+        self.encoder, self.probes, self.channels_last, self.mixture = encoder, probes, channels_last, mixture
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor):
         """Features of both views (one pass: BN sees them together) and probe logits on view 1's r1."""
@@ -161,9 +161,15 @@ def make_loader(dataset, config: Config, device: torch.device, batch_size: int, 
                                        generator=torch.Generator().manual_seed(config.seed))
 
 
-def build_model(config: Config, encoder: Encoder, probes: Probes) -> AMDIM:
-    """Encoder (compiled when `config.compile`) and probes as the module that training steps call."""
-    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last)
+def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
+    """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
+    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture)
+
+
+def build_mixture(config: Config) -> nn.Module | None:
+    """The mixture head m_k when `config.mixture_k` > 0 (amdim_lib.mixture), else None."""
+    from .mixture import MixtureHead
+    return MixtureHead(config.n_rkhs, config.mixture_k) if config.mixture_k else None
 
 
 def build_splits(config: Config, self_supervised: bool = False):
@@ -224,9 +230,15 @@ def train_step(model, optimizer, scheduler, scaler, x1, x2, y, config: Config, n
     when a loss term or the gradient is not finite."""
     x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
+    mixture = getattr(model, "module", model).mixture
     with autocast(device, dtype):
         f1, f2, logits = model(x1, x2)
-        losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng, context=context)
+        if mixture is None:
+            losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng, context=context)
+        else:  # the 1t7 task through the k mixture components (amdim_lib.mixture)
+            from .mixture import mixture_amdim_loss
+            losses = mixture_amdim_loss(f1, f2, mixture, tclip=config.tclip, reg_weight=config.reg_weight,
+                                        generator=nce_rng, tasks=config.tasks, with_q=False)
     # Unlabelled items (label -1, e.g. STL-10's unlabeled split) train the encoder but never the probes.
     labelled = y >= 0
     probe_losses = {name: F.cross_entropy(out[labelled], y[labelled]) if labelled.any() else out.sum() * 0.0
@@ -257,9 +269,10 @@ def _all_ranks_finite(value: torch.Tensor, context: distributed.Context) -> bool
     return bool(finite.item())
 
 
-def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch: int):
-    """Adam over encoder and probes, the warm-up + step-decay schedule, and the fp16 grad scaler."""
-    params = list(encoder.parameters()) + list(probes.parameters())
+def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch: int, extra: tuple = ()):
+    """Adam over encoder, probes and the `extra` modules, the warm-up + step-decay schedule, and the
+    fp16 grad scaler."""
+    params = [p for module in (encoder, probes, *extra) for p in module.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
                                  weight_decay=config.weight_decay, **({"fused": True} if device.type == "cuda" else {}))
     milestone_steps = [m * steps_per_epoch for m in config.milestones]
@@ -324,9 +337,16 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     pairs, test_set, n_classes = build_data(config)
     encoder = build_encoder(config).to(device)
     probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout).to(device)
+    mixture = build_mixture(config)
+    if mixture is not None:
+        if context.enabled:
+            raise ValueError("mixture_k > 0 trains in one process for now (its head is applied outside DDP's forward); "
+                             "run without torchrun or set mixture_k=0")
+        mixture.to(device)
     steps_per_epoch = len(pairs) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch)
+    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch,
+                                                      extra=(mixture,) if mixture is not None else ())
     nce_rng = torch.Generator().manual_seed(config.seed + 1)  # draws the 5->5 source locations
 
     step, skipped, last_eval = 0, 0, {}
@@ -340,6 +360,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                              "the same settings or choose another output directory")
         encoder.load_state_dict(state["encoder"])
         probes.load_state_dict(state["probes"])
+        if mixture is not None:
+            mixture.load_state_dict(state["mixture"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -348,7 +370,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step, skipped, last_eval = state["step"], state.get("skipped", 0), state.get("eval", {})
-    model = build_model(config, encoder, probes)
+    model = build_model(config, encoder, probes, mixture)
     if context.enabled:
         distributed.sync_batch_norms(model)
         model = nn.parallel.DistributedDataParallel(
@@ -366,6 +388,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         save_run_checkpoint(out, {
             "step": step, "skipped": skipped, "config": config.to_dict(), "eval": last_eval,
             "encoder": encoder.state_dict(), "probes": probes.state_dict(),
+            **({"mixture": mixture.state_dict()} if mixture is not None else {}),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "nce": nce_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},

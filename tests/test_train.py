@@ -1,4 +1,5 @@
 
+import math
 import pytest
 import torch
 
@@ -137,3 +138,20 @@ def test_unknown_dataset_and_preset_are_named():
         get_config("mnist", "demo")
     with pytest.raises(ValueError, match="smoke"):
         get_config("shapes", "huge")
+
+
+def test_mixture_switch_trains_the_head_and_resumes(tiny, tmp_path):
+    # mixture_k > 0: the 1t7 task goes through k mixture components whose head is trained and saved.
+    config = tiny.replace(mixture_k=2)
+    train(config, tmp_path / "straight", progress=False)
+    train(config, tmp_path / "resumed", stop_at_step=3, progress=False)
+    train(config, tmp_path / "resumed", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert set(a["mixture"]) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    for name, tensor in a["mixture"].items():
+        assert torch.equal(tensor, b["mixture"][name]), name
+    records = [r for r in read_metrics(tmp_path / "straight") if r["kind"] == "train"]
+    assert "mix" in records[-1] and "1t7" not in records[-1] and 0 < records[-1]["entropy"] <= math.log(2) + 1e-6
+    with pytest.raises(ValueError, match="mixture_k"):
+        tiny.replace(mixture_k=2, tasks=("1t5",))
