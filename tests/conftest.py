@@ -6,7 +6,8 @@ import torch
 # One thread per test process: the suite also runs notebook kernels and training subprocesses, and
 # OpenMP threads that spin on a shared 2-core machine slow small operations down by orders of magnitude.
 torch.set_num_threads(1)
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by subprocesses and notebook kernels
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # inherited by subprocesses and notebook kernels
 
 
 @pytest.fixture

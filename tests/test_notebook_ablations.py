@@ -8,25 +8,10 @@ import pytest
 
 from amdim_lib.sweep import SCALES
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from notebook_outputs import stderr_of
 
 NOTEBOOK = NOTEBOOKS_DIR / "06_ablations.ipynb"
 SMOKE_VARIANTS = set(SCALES["smoke"]["variants"])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_kernels():
-    """One intra-op thread in the kernel: on a busy two-core machine two OpenMP threads per process make
-    small ops many times slower (as in test_notebooks_training)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            patch.setenv(name, "1")
-        yield
-
-
-def _stderr_of(executed):
-    notebook = nbformat.read(executed, as_version=4)
-    return [o.get("text", "") for c in notebook.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if o.get("name") == "stderr"]
 
 
 def test_notebook_is_committed_clean_with_one_parameters_cell():
@@ -69,7 +54,7 @@ def test_ablation_notebook_runs_the_sweep_and_reports(tmp_path):
     shown = "".join(o.get("data", {}).get("text/markdown", "") for c in executed.cells if c.cell_type == "code"
                     for o in c.get("outputs", []))
     assert "| dim_baseline |" in shown and "| supervised |" in shown and "points" in shown
-    assert _stderr_of(tmp_path / "06_ablations.ipynb") == [], "no warnings or stray output on stderr"
+    assert stderr_of(tmp_path / "06_ablations.ipynb") == [], "no warnings or stray output on stderr"
 
     again = run_notebook(NOTEBOOK, tmp_path, preset="smoke")
     assert again["steps_trained_now"] == 0 and again["trained_now"] == 0, "finished runs are loaded, not retrained"

@@ -7,27 +7,11 @@ import nbformat
 import pytest
 
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from notebook_outputs import stderr_of
 
 TRAINING = NOTEBOOKS_DIR / "04_training.ipynb"
 EVALUATION = NOTEBOOKS_DIR / "05_evaluation.ipynb"
 FEATURE_SETS = ("trained", "random_init", "raw_pixels", "supervised")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_kernels():
-    """Run the notebook kernels with one intra-op thread. The numbers do not depend on it, but on a busy
-    two-core machine two OpenMP threads per process make small ops many times slower (threads wait at
-    barriers for each other while descheduled)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            patch.setenv(name, "1")
-        yield
-
-
-def _stderr_of(executed):
-    notebook = nbformat.read(executed, as_version=4)
-    return [o.get("text", "") for c in notebook.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if o.get("name") == "stderr"]
 
 
 @pytest.mark.parametrize("path", [TRAINING, EVALUATION])
@@ -64,7 +48,7 @@ def test_training_notebook_trains_and_reports(training_run):
     for name in ("checkpoint.pt", "metrics.jsonl", "lr_schedule.png", "losses.png", "online_probes.png",
                  "04_training.ipynb"):
         assert (out / name).is_file(), name
-    assert _stderr_of(out / "04_training.ipynb") == [], "no warnings or stray output on stderr"
+    assert stderr_of(out / "04_training.ipynb") == [], "no warnings or stray output on stderr"
 
 
 def test_evaluation_notebook_on_the_training_run(training_run, tmp_path):
@@ -94,7 +78,7 @@ def test_evaluation_notebook_on_the_training_run(training_run, tmp_path):
     assert "n/a" in table and "smoke" in table and "16 updates" in table
     for name in ("probes.png", "label_efficiency.png", "tsne.png", "supervised.pt"):
         assert (tmp_path / name).is_file(), name
-    assert _stderr_of(tmp_path / "05_evaluation.ipynb") == [], "no warnings or stray output on stderr"
+    assert stderr_of(tmp_path / "05_evaluation.ipynb") == [], "no warnings or stray output on stderr"
 
 
 def test_training_notebook_loads_a_finished_run(training_run):

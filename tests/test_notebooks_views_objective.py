@@ -6,28 +6,14 @@ import nbformat
 import pytest
 
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from notebook_outputs import stderr_of
 
 VIEWS = NOTEBOOKS_DIR / "01_views.ipynb"
 OBJECTIVE = NOTEBOOKS_DIR / "03_amdim_objective.ipynb"
 
 
-@pytest.fixture(autouse=True)
-def one_thread_kernels(monkeypatch):
-    """Run the notebook kernels with one intra-op thread. The numbers do not depend on it, but on a busy
-    two-core machine two OpenMP threads per process make small ops many times slower (threads wait at
-    barriers for each other while descheduled)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("MKL_NUM_THREADS", "1")
-
-
 def _pngs(directory: Path) -> set[str]:
     return {p.name for p in directory.glob("*.png")}
-
-
-def _stderr_of(executed: Path) -> list[str]:
-    notebook = nbformat.read(executed, as_version=4)
-    return [o.get("text", "") for c in notebook.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if o.get("name") == "stderr"]
 
 
 @pytest.mark.parametrize("path", [VIEWS, OBJECTIVE])
@@ -62,7 +48,7 @@ def test_views_notebook_smoke(tmp_path):
     expected = {"source_images", "views_cifar", "views_stl10", "views_imagenet", "augmentations_imagenet",
                 "augmentations_cifar", "view_difference", "receptive_fields", "inspector"}
     assert {f"{name}.png" for name in expected} <= _pngs(tmp_path)
-    assert not _stderr_of(tmp_path / VIEWS.name), "the notebook printed warnings"
+    assert not stderr_of(tmp_path / VIEWS.name), "the notebook printed warnings"
 
 
 def test_objective_notebook_smoke(tmp_path):
@@ -90,4 +76,4 @@ def test_objective_notebook_smoke(tmp_path):
                 "training_loss", "scores_before_after"}
     assert {f"{name}.png" for name in expected} <= _pngs(tmp_path)
     assert (tmp_path / "short_training" / "metrics.jsonl").exists()
-    assert not _stderr_of(tmp_path / OBJECTIVE.name), "the notebook printed warnings"
+    assert not stderr_of(tmp_path / OBJECTIVE.name), "the notebook printed warnings"
