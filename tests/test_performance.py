@@ -31,7 +31,7 @@ def test_channels_last_computes_the_same_step():
     nchw_losses, nchw = _one_step(config.replace(channels_last=False))
     assert next(nhwc.parameters()).is_contiguous(memory_format=torch.channels_last)
     for key in nchw_losses:
-        assert abs(float(nhwc_losses[key]) - float(nchw_losses[key])) < 1e-4, key
+        assert abs(nhwc_losses[key].item() - nchw_losses[key].item()) < 1e-4, key
     # Gradients, not updated weights: Adam's first step moves every weight by about lr whatever the
     # gradient's size, so summation-order noise on a near-zero gradient would flip a whole update.
     # (Compared as one vector: some biases have gradients at the level of float32 summation noise.)
