@@ -20,14 +20,14 @@ from pathlib import Path
 
 SMALL_MODEL = dict(ndf=16, n_rkhs=128, n_depth=1)          # notebook 07's demo model
 DEMO_MODEL = dict(ndf=32, n_rkhs=256, n_depth=2)           # the demo preset's model
-CANDIDATES = {
-    "07 demo (250 steps)": dict(model=SMALL_MODEL, steps=250),
-    "1000 steps": dict(model=SMALL_MODEL, steps=1000),
-    "1000 steps, full augmentation": dict(model=SMALL_MODEL, steps=1000, augment="full"),
-    "1000 steps, tau 3": dict(model=SMALL_MODEL, steps=1000, tau=3.0),
-    "1000 steps, alpha 0": dict(model=SMALL_MODEL, steps=1000, alpha=0.0),
-    "1000 steps, alpha 0.5": dict(model=SMALL_MODEL, steps=1000, alpha=0.5),
-    "demo model, 1000 steps": dict(model=DEMO_MODEL, steps=1000),
+CANDIDATES = {  # (updates: --steps overrides every candidate's)
+    "07 demo settings, 250 steps": dict(model=SMALL_MODEL, steps=250),
+    "07 demo settings": dict(model=SMALL_MODEL, steps=1000),
+    "full augmentation": dict(model=SMALL_MODEL, steps=1000, augment="full"),
+    "tau 3": dict(model=SMALL_MODEL, steps=1000, tau=3.0),
+    "alpha 0": dict(model=SMALL_MODEL, steps=1000, alpha=0.0),
+    "alpha 0.5": dict(model=SMALL_MODEL, steps=1000, alpha=0.5),
+    "demo model": dict(model=DEMO_MODEL, steps=1000),
 }
 
 
@@ -48,10 +48,11 @@ def evaluation_data(image_size: int, seed: int, small: bool):
 
 
 def run_candidate(args):
-    name, candidate, seed, small, device = args
+    name, candidate, seed, small, device, parallel = args
     import torch
     from amdim_lib import mixture
-    torch.set_num_threads(1)
+    if parallel > 1:
+        torch.set_num_threads(1)  # several candidates share the cores
     config = config_for(candidate, seed, small).replace(device=device)
     start = time.perf_counter()
     model = mixture.train_mixture(config, 4, candidate.get("tau", 1.0), candidate.get("alpha", 0.1),
@@ -92,10 +93,14 @@ def main():
     parser.add_argument("--parallel", type=int, default=len(CANDIDATES))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help="updates for every candidate (default: each candidate's own)")
+    parser.add_argument("--only", nargs="+", help="candidate names to run (default: all)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(name, c, args.seed, args.small, args.device) for name, c in CANDIDATES.items()]
+    jobs = [(name, dict(c, **({"steps": args.steps} if args.steps else {})), args.seed, args.small, args.device,
+             args.parallel)
+            for name, c in CANDIDATES.items() if not args.only or name in args.only]
     results = {"baselines": baselines(args.seed, args.small), "candidates": []}
     print(json.dumps(results["baselines"]), flush=True)
     # (An executor, not a Pool: its processes may start data-loader workers of their own.)
