@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from .objectives import TASKS
 
 PRESETS_NAMES = ("smoke", "demo", "paper")
+# Configuration keys that say where and how a run executes, not what it computes (a run may resume,
+# or a finished result be reused, with other values of these).
+EXECUTION_KEYS = ("device", "num_workers", "download", "compile", "channels_last")
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
           "tuple[str, ...]": (tuple,), "tuple[float, float]": (tuple,), "tuple[int, ...]": (tuple,)}
 
@@ -107,6 +110,10 @@ class Config:
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}; must be >= 1")
         need(self.num_workers >= 0 and self.log_every >= 1 and self.eval_every >= 1 and self.checkpoint_every >= 0,
              "num_workers, checkpoint_every must be >= 0 and log_every, eval_every >= 1")
+
+    def outcome(self) -> dict:
+        """The values that decide what a run computes: everything but `EXECUTION_KEYS`."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)

@@ -59,10 +59,6 @@ QUESTIONS = {
     "size": "how much does the encoder's width and depth matter?",
     "baseline": "what AMDIM is compared against",
 }
-# Configuration keys that say where and how a run executes, not what it computes.
-EXECUTION_KEYS = ("device", "num_workers", "download", "compile", "channels_last")
-
-
 class Scaled:
     """An override relative to the base configuration: `Scaled("ndf", 2)` -> base.ndf * 2 (at least 1)."""
 
@@ -230,11 +226,6 @@ def budget_config(config: Config, steps: int | None) -> tuple[Config, int]:
     return config.replace(epochs=math.ceil(steps / per_epoch), milestones=(), warmup_steps=warmup), int(steps)
 
 
-def _what(config: Config) -> dict:
-    """The part of a configuration that decides the result (not where or how fast it runs)."""
-    return {k: v for k, v in config.to_dict().items() if k not in EXECUTION_KEYS}
-
-
 def overrides_text(overrides: Mapping) -> str:
     """Overrides as short text: "tasks=1t7, augment=none" ("–" for none)."""
     def value(v):
@@ -297,7 +288,7 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     result_path = run_dir / "result.json"
     if result_path.exists():
         saved = json.loads(result_path.read_text())
-        if (saved.get("config_what") == _what(config) and saved.get("steps") == budget
+        if (saved.get("config_what") == config.outcome() and saved.get("steps") == budget
                 and saved.get("method") == variant.method
                 and (saved.get("probe_limits") == [probe_train, probe_test])):
             return {**saved, "status_now": "loaded"}
@@ -309,7 +300,7 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     record = {"variant": name, "seed": seed, "method": variant.method, "question": variant.question,
               "description": variant.description, "paper": variant.paper,
               "overrides": overrides_text(variant.overrides), "steps": budget, "config": config.to_dict(),
-              "config_what": _what(config), "probe_limits": [probe_train, probe_test], "status": "done",
+              "config_what": config.outcome(), "probe_limits": [probe_train, probe_test], "status": "done",
               "resumed_from": 0}
     start = time.perf_counter()
     try:

@@ -354,8 +354,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     if state is not None:
         saved = Config.from_dict(state["config"])
         # Where and how the run executes may change on resume; what it computes may not.
-        if saved.replace(device=config.device, num_workers=config.num_workers, download=config.download,
-                         compile=config.compile, channels_last=config.channels_last) != config:
+        if saved.outcome() != config.outcome():
             raise ValueError(f"the checkpoint in {out} was written with a different configuration; resume with "
                              "the same settings or choose another output directory")
         encoder.load_state_dict(state["encoder"])
