@@ -46,7 +46,6 @@ tensors and plain containers only (`amdim_lib.checkpoints`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import time
@@ -271,7 +270,8 @@ def train_mixture(config: Config, k: int = DEFAULT_K, tau: float = DEFAULT_TAU, 
     """
     from tqdm.auto import tqdm
 
-    from .train import EpochSampler, autocast_dtype, build_data, build_encoder, build_optimisation, select_device
+    from .train import (EpochSampler, autocast, autocast_dtype, build_data, build_encoder, build_optimisation,
+                        make_loader, select_device)
 
     device = select_device(config.device)
     dtype = autocast_dtype(config.amp, device)
@@ -286,14 +286,13 @@ def train_mixture(config: Config, k: int = DEFAULT_K, tau: float = DEFAULT_TAU, 
     history, step, t0 = [], 0, time.perf_counter()
     encoder.train(), head.train()
     bar = tqdm(total=total, disable=not progress, desc=f"mixture k={k}", unit="step", dynamic_ncols=True)
+    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size)
+    loader = make_loader(pairs, config, device, config.batch_size, sampler)  # (one loader: workers persist)
     while step < total:
-        epoch = step // steps_per_epoch
-        loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, drop_last=True,
-                                             sampler=EpochSampler(len(pairs), epoch, config.seed),
-                                             num_workers=config.num_workers, generator=torch.Generator())
+        sampler.set_epoch(step // steps_per_epoch)
         for x1, x2, _ in loader:
-            x = torch.cat([x1, x2]).to(device)
-            with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+            x = torch.cat([x1, x2]).to(device, non_blocking=True)
+            with autocast(device, dtype):
                 both = encoder(x)  # one pass over both views, as in train.py: BN sees them together
                 batch = len(x1)
                 f1, f2 = Features(*(t[:batch] for t in both)), Features(*(t[batch:] for t in both))
