@@ -9,6 +9,7 @@ cannot run code; the format name and version are checked before anything is used
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -20,18 +21,29 @@ VERSION = 1
 LATEST = "checkpoint.pt"
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomically write `state` (tensors and plain containers) with the format header."""
+def atomic_write(path: str | Path, write) -> None:
+    """Write `path` through write(binary file) into a temporary file beside it, fsync, then rename it
+    over `path`: a reader (or a run killed meanwhile) sees the old file or the new one, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically write `state` (tensors and plain containers) with the format header."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+
+
+def save_json(path: str | Path, data: dict) -> None:
+    """Atomically write `data` as indented JSON."""
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from .checkpoints import save_json
 from .presets import Config
 
 REFERENCE = "full"
@@ -245,22 +245,12 @@ class SweepInterrupted(KeyboardInterrupt):
         self.signal = signal
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Atomically: a temporary file in the same folder, then renamed over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def probe(encoder, config: Config, probe_train: int | None, probe_test: int | None, device="cpu") -> dict:
     """Linear-probe and kNN test accuracies of a frozen encoder's r1 on the run's labelled splits
     (at most probe_train / probe_test images of each)."""
-    from .evaluate import feature_sets, knn_accuracy, linear_probe
+    from .evaluate import capped_splits, feature_sets, knn_accuracy, linear_probe
 
-    def capped(limit, size):
-        return size if limit is None else (limit if size is None else min(limit, size))
-    eval_config = config.replace(train_size=capped(probe_train, config.train_size),
-                                 test_size=capped(probe_test, config.test_size))
+    eval_config = capped_splits(config, probe_train, probe_test)
     train_x, train_y, test_x, test_y = next(iter(feature_sets(encoder, eval_config, baselines=False,
                                                               device=device).values()))
     return {"linear": linear_probe(train_x, train_y, test_x, test_y, seed=config.seed)["accuracy"],
@@ -327,13 +317,13 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     except FloatingPointError as error:  # a non-finite loss or gradient: a result of the ablation, kept
         record.update(status="diverged", error=str(error).split(". ")[0], linear=None, knn=None,
                       train_seconds=round(time.perf_counter() - start, 1), eval_seconds=0.0)
-        _write_json(result_path, record)
+        save_json(result_path, record)
         return {**record, "status_now": "trained"}
     record["train_seconds"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     record.update(probe(encoder, config, probe_train, probe_test, device=probe_device))
     record["eval_seconds"] = round(time.perf_counter() - start, 1)
-    _write_json(result_path, record)
+    save_json(result_path, record)
     return {**record, "status_now": "trained"}
 
 
