@@ -96,6 +96,14 @@ def evaluate_features(train_x, train_y, test_x, test_y, mlp: bool = False, seed:
     return result
 
 
+def capped_splits(config, train_limit: int | None, test_limit: int | None):
+    """`config` reading at most `train_limit` / `test_limit` images of each split (None: no cap)."""
+    def capped(limit, size):
+        return size if limit is None else (limit if size is None else min(limit, size))
+    return config.replace(train_size=capped(train_limit, config.train_size),
+                          test_size=capped(test_limit, config.test_size))
+
+
 def feature_sets(encoder: Encoder, config, baselines: bool = True, device="cpu") -> dict[str, tuple]:
     """Train/test features of a trained encoder and, with `baselines`, of the same architecture at
     random initialisation and of raw pixels, all with the test transform of the run's data set."""
