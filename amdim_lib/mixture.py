@@ -290,8 +290,9 @@ def train_mixture(config: Config, k: int = DEFAULT_K, tau: float = DEFAULT_TAU, 
     loader = make_loader(pairs, config, device, config.batch_size, sampler)  # (one loader: workers persist)
     while step < total:
         sampler.set_epoch(step // steps_per_epoch)
-        for x1, x2, _ in loader:
-            x = torch.cat([x1, x2]).to(device, non_blocking=True)
+        for batch in loader:
+            x1, x2, _ = pairs.views_on(batch, device)
+            x = torch.cat([x1, x2])
             with autocast(device, dtype):
                 both = encoder(x)  # one pass over both views, as in train.py: BN sees them together
                 batch = len(x1)

@@ -28,7 +28,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .encoder import Encoder
 from .presets import Config
 from .train import (EpochSampler, autocast, autocast_dtype, build_data, build_encoder, build_optimisation,
-                    select_device)
+                    make_loader, select_device)
 
 CHECKPOINT_NAME = "supervised.pt"
 
@@ -92,7 +92,7 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
     saved = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if saved is not None and saved.exists():
         state = load_checkpoint(saved)
-        if state["config"] == config.replace(device="auto").to_dict() and state["summary"]["steps"] == steps:
+        if Config.from_dict(state["config"]).outcome() == config.outcome() and state["summary"]["steps"] == steps:
             encoder = build_encoder(config)
             encoder.load_state_dict(state["encoder"])
             return encoder.eval(), {**state["summary"], "loaded": True}
@@ -105,16 +105,14 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
 
     history, step, seen, t0 = [], 0, 0, time.perf_counter()
     bar = tqdm(total=steps, disable=not progress, desc="supervised", unit="step", dynamic_ncols=True)
+    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size)
+    loader = make_loader(pairs, config, device, config.batch_size, sampler)  # (one loader: workers persist)
     while step < steps:
-        epoch = step // steps_per_epoch
-        sampler = EpochSampler(len(pairs), epoch, config.seed, config.batch_size)
-        loader = torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                                             num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                                             generator=torch.Generator().manual_seed(config.seed + epoch))
+        sampler.set_epoch(step // steps_per_epoch)
         encoder.train(), head.train()
-        for x1, x2, y in loader:
-            x = torch.cat([x1, x2]).to(device, non_blocking=True)
-            y = torch.cat([y, y]).to(device, non_blocking=True)
+        for batch in loader:
+            x1, x2, y = pairs.views_on(batch, device)
+            x, y = torch.cat([x1, x2]), torch.cat([y, y])
             with autocast(device, dtype):
                 h = encoder(x).r1.flatten(1)  # both views in one pass, as in the AMDIM step
             logits = head(h.float())

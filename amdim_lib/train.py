@@ -33,6 +33,7 @@ from .datasets import build_dataset, num_classes, self_supervised_split
 from .encoder import Encoder, Features
 from .objectives import amdim_loss
 from .presets import Config
+from .batched_views import BatchedViews
 from .views import Transformed, ViewPair, make_two_views, eval_transform, resolve_policy
 
 # ----------------------------------------------------------------------------- devices and precision
@@ -192,7 +193,9 @@ def build_data(config: Config, self_supervised: bool = True):
     """
     train_base, test_base = build_splits(config, self_supervised=self_supervised)
     policy = resolve_policy(config.policy, config.image_size)
-    pairs = ViewPair(train_base, make_two_views(policy, config.image_size, level=config.augment), seed=config.seed)
+    views = (BatchedViews(policy, config.image_size, level=config.augment) if config.batch_views
+             else make_two_views(policy, config.image_size, level=config.augment))
+    pairs = ViewPair(train_base, views, seed=config.seed)
     test = Transformed(test_base, eval_transform(policy, config.image_size))
     if len(pairs) < config.batch_size:
         split = "training" if self_supervised else "labelled training"
@@ -412,7 +415,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             epoch, start = divmod(step, steps_per_epoch)
             sampler.set_epoch(epoch, start=start * local_batch)
             model.train()
-            for x1, x2, y in loader:
+            for batch in loader:
+                x1, x2, y = pairs.views_on(batch, device)
                 losses, probe_losses, logits = train_step(model, optimizer, scheduler, scaler, x1, x2, y,
                                                           config, nce_rng, device, dtype, context)
                 step += 1

@@ -18,6 +18,10 @@ Policies (from the paper and its official code):
 Randomness: torchvision transforms draw from torch's global generator. `ViewPair` reseeds it per
 item from (seed, epoch, index), so an item's views do not depend on worker count or order, and a
 resumed run sees exactly the views of an uninterrupted one.
+
+Training runs compute the same policies a batch at a time on the training device by default
+(`amdim_lib.batched_views`, `Config.batch_views`); the PIL transforms here remain for the
+learned-policy options, for ImageNet-sized photographs and for looking at single images.
 """
 
 from __future__ import annotations
@@ -137,6 +141,10 @@ class TwoViews:
             image = TF.hflip(image)
         return self.transform(image), self.transform(image)
 
+    def finish(self, x1: torch.Tensor, x2: torch.Tensor):
+        """The batch step (see `batched_views.BatchedViews.finish`): nothing is left to do here."""
+        return x1, x2
+
 
 def make_two_views(policy: str, image_size: int, normalise: str = "default", strength: float = 1.0, level: str = "full") -> TwoViews:
     """The two-view augmentation of a policy at an augmentation level ('none' turns the flip off too)."""
@@ -149,13 +157,15 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class ViewPair(torch.utils.data.Dataset):
-    """Wraps a labelled data set: item (epoch, index) -> (view1, view2, label).
+    """Wraps a labelled data set: item (epoch, index) -> (view1, view2, label), or with batched views
+    (`amdim_lib.batched_views`) -> (source image, uniforms, label), finished a batch at a time by
+    `views_on`.
 
     Indexed by (epoch, index) pairs (see `amdim_lib.train.EpochSampler`) so that the views of an
     item are a fixed function of the run's seed, the epoch and the index.
     """
 
-    def __init__(self, base, views: TwoViews, seed: int = 0):
+    def __init__(self, base, views, seed: int = 0):
         self.base, self.views, self.seed = base, views, seed
 
     def __len__(self) -> int:
@@ -169,6 +179,11 @@ class ViewPair(torch.utils.data.Dataset):
             torch.default_generator.manual_seed(item_seed(self.seed, epoch, index))
             x1, x2 = self.views(image)
         return x1, x2, label
+
+    def views_on(self, batch, device: torch.device):
+        """A collated batch of items -> (view1, view2, label) on `device`."""
+        a, b, label = (t.to(device, non_blocking=True) for t in batch)
+        return (*self.views.finish(a, b), label)
 
 
 class Transformed(torch.utils.data.Dataset):
