@@ -40,4 +40,4 @@ def test_train_eval_and_bench_end_to_end(tmp_path, capsys):
     assert "| raw pixels |" in (out / "report.md").read_text()
     main(["bench", "--preset", "smoke", "--steps", "2"])
     printed = capsys.readouterr().out
-    assert "images/s" in printed and "peak memory" in printed and "data pipeline" in printed
+    assert "images/s" in printed and "peak memory" in printed and "data pipeline" in printed and "lost to data loading" in printed

@@ -54,7 +54,8 @@ def test_persistent_data_workers_feed_the_same_batches(tmp_path):
 
 def test_end_to_end_benchmark_reads_the_real_pipeline():
     result = bench_end_to_end(get_config("shapes", "smoke", train_size=32 * 5), steps=2, warmup=1)
-    assert result["seconds_per_step"] > 0 and result["num_workers"] == 0
+    assert result["seconds_per_step"] > 0 and result["later_seconds_per_step"] > 0 and result["num_workers"] == 0
+    assert result["batch_views"]
 
 
 def test_torchrun_with_one_process_takes_the_ddp_path(tmp_path):
