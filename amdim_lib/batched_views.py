@@ -111,31 +111,24 @@ class BatchedViews:
     def _jitter(self, x: torch.Tensor, u: torch.Tensor, masked: bool | None = None) -> torch.Tensor:
         """ColorJitter(b, c, s, hue) with probability p_jitter, each view's four steps in its own order.
 
-        Two equal ways: on a CPU each step runs once on the images whose step it is (sorted into
-        slices); elsewhere every step runs on every image and `where` keeps the right results, which
+        Two equal ways: on a CPU, each step of each slot runs on just the images whose step it is
+        there; elsewhere every step runs on every image and `where` keeps the right results, which
         costs more arithmetic but never waits for the device (no data-dependent shapes)."""
         factors = torch.cat([1 + self.jitter * (2 * u[:, 1:4] - 1), self.hue * (2 * u[:, 4:5] - 1)], 1)
-        order = u[:, 5:9].argsort(1)  # a uniformly random permutation of the four steps
-        applied = u[:, 0] < self.p_jitter
-        if masked if masked is not None else x.device.type != "cpu":
-            for slot in range(4):
-                for step, adjust in enumerate(ADJUSTMENTS):
-                    chosen = (applied & (order[:, slot] == step)).view(-1, 1, 1, 1)
-                    x = torch.where(chosen, adjust(x, factors[:, step].view(-1, 1, 1, 1)), x)
-            return x
-        rows = torch.nonzero(applied).flatten()  # the images that are jittered
-        y, order, factors = x[rows], order[rows], factors[rows]
+        order = u[:, 5:9].argsort(1)  # (B, slot): a uniformly random permutation of the four steps
+        steps = torch.arange(4, device=x.device)
+        chosen = (u[:, 0] < self.p_jitter).view(-1, 1, 1) & (order.unsqueeze(2) == steps)  # (B, slot, step)
+        masked = masked if masked is not None else x.device.type != "cpu"
+        x = x if masked else x.clone()
         for slot in range(4):
-            # Sort the images by their step at this slot: each step then runs once, on a contiguous slice.
-            by_step = order[:, slot].argsort(stable=True)
-            y, order, factors, rows = y[by_step], order[by_step], factors[by_step], rows[by_step]
-            start = 0
-            for step, count in enumerate(torch.bincount(order[:, slot], minlength=4).tolist()):
-                if count:
-                    part = slice(start, start + count)
-                    y[part] = ADJUSTMENTS[step](y[part], factors[part, step].view(-1, 1, 1, 1))
-                start += count
-        return x.index_copy(0, rows, y)
+            for step, adjust in enumerate(ADJUSTMENTS):
+                if masked:
+                    x = torch.where(chosen[:, slot, step].view(-1, 1, 1, 1), adjust(x, factors[:, step].view(-1, 1, 1, 1)), x)
+                    continue
+                rows = chosen[:, slot, step].nonzero().flatten()
+                if len(rows):
+                    x.index_copy_(0, rows, adjust(x[rows], factors[rows, step].view(-1, 1, 1, 1)))
+        return x
 
 
 # ---------------------------------------------------------------------- batched operations

@@ -109,27 +109,34 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3, flops: bool
     return result
 
 
-def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3) -> dict:
-    """Seconds per training step with real batches from the two-view data pipeline (as `train` reads
-    them: same sampler, workers and pinning), to compare with the synthetic-input step time.
+def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3, epochs: int = 4) -> dict:
+    """What training loses to data loading: steps fed by the two-view data pipeline (as `train` reads
+    it: same sampler, workers and pinning, batched views computed in the loop) against the same
+    model's steps on synthetic inputs.
 
-    Two epochs over the same items: the first reads (renders, decodes) every image for the first
-    time; the second costs what every later epoch costs (less where the data set keeps its items in
-    memory, as Shapes does). Returns both: seconds_per_step (first epoch) and later_seconds_per_step."""
+    The two kinds alternate, `steps` of each per epoch over the same items, so that a drifting
+    machine speed (another tenant, clocks) affects both alike. The first epoch reads (renders,
+    decodes) every image for the first time; later ones cost what every later epoch costs (less
+    where the data set keeps its items, as Shapes does). Returns seconds per step of each kind."""
     device, step = _training_setup(config)
     pairs, _, _ = build_data(config)
     sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size)
     loader = make_loader(pairs, config, device, config.batch_size, sampler)
-    if len(loader) < warmup + steps:
-        raise ValueError(f"{len(loader)} batches in the training split; the benchmark needs {warmup + steps}")
+    if len(loader) < steps:
+        raise ValueError(f"{len(loader)} batches in the training split; the benchmark needs {steps}")
+    shape = (config.batch_size, 3, config.image_size, config.image_size)
+    synthetic = torch.randn(shape), torch.randn(shape), torch.randint(0, 10, (config.batch_size,))
 
-    def epoch(number: int):
-        sampler.set_epoch(number)
-        # (batched views are computed here, inside the timed loop, as `train` does)
-        return (pairs.views_on(batch, device) for _, batch in zip(range(warmup + steps), loader))
-    first = _timed(device, step, epoch(0), warmup)
+    def real(epoch: int):
+        sampler.set_epoch(epoch)
+        return (pairs.views_on(batch, device) for _, batch in zip(range(steps), loader))
+    _timed(device, step, [synthetic] * (warmup + 1), warmup)
+    times = [(_timed(device, step, [synthetic] * steps, 0), _timed(device, step, real(epoch), 0)) for epoch in range(epochs)]
+    later_synthetic = sorted(t[0] for t in times[1:])[(epochs - 1) // 2]  # medians of the later epochs
+    later_real = sorted(t[1] for t in times[1:])[(epochs - 1) // 2]
     return {"num_workers": config.num_workers, "batch_views": config.batch_views,
-            "seconds_per_step": first, "later_seconds_per_step": _timed(device, step, epoch(1), warmup)}
+            "first_epoch": {"synthetic_seconds_per_step": times[0][0], "seconds_per_step": times[0][1]},
+            "later_epochs": {"synthetic_seconds_per_step": later_synthetic, "seconds_per_step": later_real}}
 
 
 def bench_data(config: Config, batches: int = 10) -> dict:
