@@ -175,9 +175,19 @@ def cmd_bench(args) -> dict:
               f"{result['matmul_peak_gflops']:.0f} GFLOP/s matmul measured now")
     if not args.no_data:
         data = bench_data(config.replace(train_size=min(config.train_size or 10**9, 4 * config.batch_size * 3)))
-        result.update(data_images_per_s=data["images_per_s"], batch_views=data["batch_views"])
+        result.update(data_images_per_s=data["images_per_s"], data_later_images_per_s=data["later_images_per_s"],
+                      batch_views=data["batch_views"])
         views = "views per batch on the device" if data["batch_views"] else "views per image in the loader"
-        print(f"  data pipeline alone ({data['num_workers']} workers, {views}): {data['images_per_s']:.0f} images/s")
+        print(f"  data pipeline alone ({data['num_workers']} workers, {views}): {data['images_per_s']:.0f} images/s "
+              f"in a first epoch, {data['later_images_per_s']:.0f} in the next")
+        if not data["num_workers"]:  # in the training process: its time adds to every step's
+            per_step = [2 * config.batch_size / data[k] for k in ("images_per_s", "later_images_per_s")]
+            serial = [p / (p + result["seconds_per_step"]) for p in per_step]
+            over_run = (serial[0] + (config.epochs - 1) * serial[1]) / config.epochs
+            result.update(data_seconds_per_step=per_step, data_loading_share=serial, data_loading_share_over_run=over_run)
+            print(f"  without workers that is {1e3 * per_step[0]:.1f} / {1e3 * per_step[1]:.1f} ms a step, "
+                  f"{100 * serial[0]:.1f}% / {100 * serial[1]:.1f}% of a step fed by it; over this configuration's "
+                  f"{config.epochs} epochs {100 * over_run:.1f}%")
         # The same steps fed by the real pipeline: what training loses to data loading.
         steps = min(args.steps, 10)
         end_to_end = bench_end_to_end(config.replace(train_size=config.batch_size * steps), steps=steps)
