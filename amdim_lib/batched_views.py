@@ -58,7 +58,7 @@ class BatchedViews:
             raise ValueError(f"policy {policy!r} has no batched form; set batch_views=False to use it")
         if policy not in ("cifar", "stl10", "imagenet"):
             raise ValueError(f"unknown view policy {policy!r}")
-        self.policy, self.image_size, self.level, self.s = policy, image_size, level, strength
+        self.policy, self.image_size = policy, image_size
         self.flip = level != "none"
         self.geometric = level in ("full", "crop")
         self.photometric = level == "full"

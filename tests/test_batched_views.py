@@ -147,6 +147,10 @@ def test_configuration_and_data_use_batched_views_where_they_can():
     with pytest.raises(ValueError, match="batch_views=False"):
         Config(policy="imagenet-randaugment", image_size=128, n_rkhs=2048)
     assert bv.source_size("stl10", 64) == 96 and bv.source_size("cifar", 32) == 32
+    stl = bv.BatchedViews("stl10", 64, normalise="stl10")
+    source, u = stl(_pil(1, size=96))
+    x1, x2 = stl.finish(torch.stack([source] * 3), torch.rand(3, bv.N_UNIFORMS))
+    assert x1.shape == x2.shape == (3, 3, 64, 64) and torch.isfinite(x1).all() and not torch.allclose(x1, x2)
 
 
 def test_both_ways_of_jittering_agree():
