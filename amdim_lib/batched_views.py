@@ -29,7 +29,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 
 from .views import NORMALISATION, STRONG_POLICIES, FitSize, eval_geometry
 
@@ -73,8 +72,12 @@ class BatchedViews:
         self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
     def __call__(self, image):
-        """The per-item part (data-loader side): fitted uint8 source and the item's uniforms."""
-        return TF.pil_to_tensor(self.fit(image).convert("RGB")), torch.rand(N_UNIFORMS)
+        """The per-item part (data-loader side): fitted uint8 source (3, S, S) and the item's uniforms."""
+        image = self.fit(image)
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        width, height = image.size
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)  # (a copy: PIL's bytes stay PIL's)
+        return pixels.view(height, width, 3).permute(2, 0, 1), torch.rand(N_UNIFORMS)
 
     def finish(self, sources: torch.Tensor, uniforms: torch.Tensor):
         """(B, 3, S, S) uint8 and (B, N_UNIFORMS) -> two (B, 3, size, size) float views."""
