@@ -4,7 +4,7 @@ Why: per-image PIL transforms cost ~0.7 ms a view on one CPU core. On a 2-core m
 size that is a third of a training step with nothing to overlap it with, and on a GPU it takes a
 dozen worker processes to keep up. Here a data-loader item is only the fitted source image (uint8)
 and a vector of uniform random numbers; the views of a whole batch are then a few tensor operations
-(gather, grid_sample, blends) wherever the batch lives.
+(crops, grid_sample, colour blends) wherever the batch lives.
 
 The policies are those of `amdim_lib.views`, parameter for parameter:
 - shared horizontal flip (p 0.5), unless the level is 'none';
