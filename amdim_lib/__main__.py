@@ -157,7 +157,7 @@ def cmd_download(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
-    from .bench import bench_data, bench_end_to_end, bench_training
+    from .bench import bench_data, bench_end_to_end, bench_training, over_epochs
 
     config = config_from_args(args)
     if args.batch_size:
@@ -183,7 +183,7 @@ def cmd_bench(args) -> dict:
         if not data["num_workers"]:  # in the training process: its time adds to every step's
             per_step = [2 * config.batch_size / data[k] for k in ("images_per_s", "later_images_per_s")]
             serial = [p / (p + result["seconds_per_step"]) for p in per_step]
-            over_run = (serial[0] + (config.epochs - 1) * serial[1]) / config.epochs
+            over_run = over_epochs(*serial, config.epochs)
             result.update(data_seconds_per_step=per_step, data_loading_share=serial, data_loading_share_over_run=over_run)
             print(f"  without workers that is {1e3 * per_step[0]:.1f} / {1e3 * per_step[1]:.1f} ms a step, "
                   f"{100 * serial[0]:.1f}% / {100 * serial[1]:.1f}% of a step fed by it; over this configuration's "
@@ -195,7 +195,7 @@ def cmd_bench(args) -> dict:
         loss = {name: 1 - e["synthetic_seconds_per_step"] / e["seconds_per_step"] for name, e in end_to_end.items()
                 if isinstance(e, dict)}
         # Over the configuration's epochs: the first reads every image afresh, the others as measured later.
-        over_run = (loss["first_epoch"] + (config.epochs - 1) * loss["later_epochs"]) / config.epochs
+        over_run = over_epochs(loss["first_epoch"], loss["later_epochs"], config.epochs)
         result.update(end_to_end=end_to_end, data_loading_loss_first_epoch=loss["first_epoch"],
                       data_loading_loss_later_epochs=loss["later_epochs"], data_loading_loss=over_run)
         print(f"  with the real data pipeline (alternating with synthetic steps): first epoch {first['seconds_per_step']:.3f} "

@@ -6,14 +6,15 @@ Throughput counts images as the encoder sees them: both views of every item (2 x
 from __future__ import annotations
 
 import resource
+import statistics
 import sys
 import time
 
 import torch
 
 from .presets import Config
-from .train import (EpochSampler, Probes, autocast_dtype, build_data, build_encoder, build_model, build_optimisation,
-                    make_loader, select_device, train_step)
+from .train import (Probes, autocast_dtype, build_data, build_encoder, build_model, build_optimisation, epoch_loader,
+                    select_device, train_step)
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -67,6 +68,17 @@ def _training_setup(config: Config):
     return device, step
 
 
+def _synthetic_batch(config: Config):
+    """Random inputs of the configuration's shape: (view 1, view 2, labels)."""
+    shape = (config.batch_size, 3, config.image_size, config.image_size)
+    return torch.randn(shape), torch.randn(shape), torch.randint(0, 10, (config.batch_size,))
+
+
+def over_epochs(first: float, later: float, epochs: int) -> float:
+    """A per-step figure averaged over a run of `epochs`: one first epoch, the rest like later ones."""
+    return (first + (epochs - 1) * later) / epochs
+
+
 def _timed(device: torch.device, step, batches, warmup: int) -> float:
     """Seconds per call of step(*batch) over `batches`, after `warmup` untimed calls."""
     count = 0
@@ -87,8 +99,7 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3, flops: bool
     convolutions, forward and backward) and compare the achieved rate with a matmul measured now.
     """
     device, step = _training_setup(config)
-    shape = (config.batch_size, 3, config.image_size, config.image_size)
-    batch = torch.randn(shape), torch.randn(shape), torch.randint(0, 10, (config.batch_size,))
+    batch = _synthetic_batch(config)
     if device.type == "cuda":
         batch = tuple(t.pin_memory() for t in batch)
         torch.cuda.reset_peak_memory_stats(device)
@@ -120,23 +131,20 @@ def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3, epochs: i
     where the data set keeps its items, as Shapes does). Returns seconds per step of each kind."""
     device, step = _training_setup(config)
     pairs, _, _ = build_data(config)
-    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size)
-    loader = make_loader(pairs, config, device, config.batch_size, sampler)
+    sampler, loader = epoch_loader(pairs, config, device)
     if len(loader) < steps:
         raise ValueError(f"{len(loader)} batches in the training split; the benchmark needs {steps}")
-    shape = (config.batch_size, 3, config.image_size, config.image_size)
-    synthetic = torch.randn(shape), torch.randn(shape), torch.randint(0, 10, (config.batch_size,))
+    synthetic = _synthetic_batch(config)
 
     def real(epoch: int):
         sampler.set_epoch(epoch)
         return (pairs.views_on(batch, device) for _, batch in zip(range(steps), loader))
     _timed(device, step, [synthetic] * (warmup + 1), warmup)
     times = [(_timed(device, step, [synthetic] * steps, 0), _timed(device, step, real(epoch), 0)) for epoch in range(epochs)]
-    later_synthetic = sorted(t[0] for t in times[1:])[(epochs - 1) // 2]  # medians of the later epochs
-    later_real = sorted(t[1] for t in times[1:])[(epochs - 1) // 2]
+    later = [statistics.median(kind) for kind in zip(*times[1:])]  # (synthetic, real) medians of the later epochs
     return {"num_workers": config.num_workers, "batch_views": config.batch_views,
             "first_epoch": {"synthetic_seconds_per_step": times[0][0], "seconds_per_step": times[0][1]},
-            "later_epochs": {"synthetic_seconds_per_step": later_synthetic, "seconds_per_step": later_real}}
+            "later_epochs": {"synthetic_seconds_per_step": later[0], "seconds_per_step": later[1]}}
 
 
 def bench_data(config: Config, batches: int = 10) -> dict:
@@ -145,8 +153,7 @@ def bench_data(config: Config, batches: int = 10) -> dict:
     for the first time) and in a second one over the same images."""
     device = select_device(config.device)
     pairs, _, _ = build_data(config)
-    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size)
-    loader = make_loader(pairs, config, device, config.batch_size, sampler)
+    sampler, loader = epoch_loader(pairs, config, device)
     batches = min(batches, len(loader))
     rates = []
     for epoch in range(2):

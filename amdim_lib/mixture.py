@@ -270,8 +270,7 @@ def train_mixture(config: Config, k: int = DEFAULT_K, tau: float = DEFAULT_TAU, 
     """
     from tqdm.auto import tqdm
 
-    from .train import (EpochSampler, autocast, autocast_dtype, build_data, build_encoder, build_optimisation,
-                        make_loader, select_device)
+    from .train import autocast, autocast_dtype, build_data, build_encoder, build_optimisation, epoch_loader, select_device
 
     device = select_device(config.device)
     dtype = autocast_dtype(config.amp, device)
@@ -286,8 +285,7 @@ def train_mixture(config: Config, k: int = DEFAULT_K, tau: float = DEFAULT_TAU, 
     history, step, t0 = [], 0, time.perf_counter()
     encoder.train(), head.train()
     bar = tqdm(total=total, disable=not progress, desc=f"mixture k={k}", unit="step", dynamic_ncols=True)
-    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size)
-    loader = make_loader(pairs, config, device, config.batch_size, sampler)  # (one loader: workers persist)
+    sampler, loader = epoch_loader(pairs, config, device)
     while step < total:
         sampler.set_epoch(step // steps_per_epoch)
         for batch in loader:

@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from .checkpoints import load_checkpoint, save_checkpoint
 from .encoder import Encoder
 from .presets import Config
-from .train import (EpochSampler, autocast, autocast_dtype, build_data, build_encoder, build_optimisation,
-                    make_loader, select_device)
+from .train import autocast, autocast_dtype, build_data, build_encoder, build_optimisation, epoch_loader, select_device
 
 CHECKPOINT_NAME = "supervised.pt"
 
@@ -105,8 +104,7 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
 
     history, step, seen, t0 = [], 0, 0, time.perf_counter()
     bar = tqdm(total=steps, disable=not progress, desc="supervised", unit="step", dynamic_ncols=True)
-    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size)
-    loader = make_loader(pairs, config, device, config.batch_size, sampler)  # (one loader: workers persist)
+    sampler, loader = epoch_loader(pairs, config, device)
     while step < steps:
         sampler.set_epoch(step // steps_per_epoch)
         encoder.train(), head.train()

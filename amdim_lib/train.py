@@ -162,6 +162,14 @@ def make_loader(dataset, config: Config, device: torch.device, batch_size: int, 
                                        generator=torch.Generator().manual_seed(config.seed))
 
 
+def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, world_size: int = 1):
+    """(sampler, loader) over the two-view training set: one loader for a whole run (its workers
+    persist), moved from epoch to epoch with `sampler.set_epoch`; each of `world_size` processes
+    loads its share of the global batch."""
+    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size, rank=rank, world_size=world_size)
+    return sampler, make_loader(pairs, config, device, config.batch_size // world_size, sampler)
+
+
 def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
     """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
     return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture)
@@ -399,10 +407,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
 
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
     test_loader = make_loader(test_set, config, device, batch_size=256)
-    # One loader for the whole run (its workers persist); the sampler moves from epoch to epoch.
-    sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size, rank=context.rank,
-                           world_size=context.world_size)
-    loader = make_loader(pairs, config, device, local_batch, sampler)
+    sampler, loader = epoch_loader(pairs, config, device, context.rank, context.world_size)
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     last, t0, seen = {}, time.perf_counter(), 0
     with StopRequests() as stop, (open(log_path, "a") if context.is_main else open(os.devnull, "w")) as log:
