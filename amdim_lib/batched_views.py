@@ -70,14 +70,22 @@ class BatchedViews:
         self.scale = (1.0 - 0.7 * min(s, 1.0), 1.0)
         mean, std = NORMALISATION[normalise]
         self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self._generator = None  # made on first use, in each data-loader worker
 
-    def __call__(self, image):
+    def item(self, image, seed: int):
+        """`self(image)` with the uniforms drawn from a private generator seeded with `seed`: the same
+        numbers as seeding the global generator, without saving and restoring its state per item."""
+        if self._generator is None:
+            self._generator = torch.Generator()
+        return self(image, self._generator.manual_seed(seed))
+
+    def __call__(self, image, generator: torch.Generator | None = None):
         """The per-item part (data-loader side): fitted uint8 source (3, S, S) and the item's uniforms."""
         image = self.fit(image)
         image = image if image.mode == "RGB" else image.convert("RGB")
         width, height = image.size
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)  # (a copy: PIL's bytes stay PIL's)
-        return pixels.view(height, width, 3).permute(2, 0, 1), torch.rand(N_UNIFORMS)
+        return pixels.view(height, width, 3).permute(2, 0, 1), torch.rand(N_UNIFORMS, generator=generator)
 
     def finish(self, sources: torch.Tensor, uniforms: torch.Tensor):
         """(B, 3, S, S) uint8 and (B, N_UNIFORMS) -> two (B, 3, size, size) float views."""

@@ -141,6 +141,13 @@ class TwoViews:
             image = TF.hflip(image)
         return self.transform(image), self.transform(image)
 
+    def item(self, image, seed: int):
+        """The views of one item, drawn from the global generator seeded with `seed` (restored after)."""
+        with torch.random.fork_rng(devices=[]):
+            # Only the CPU generator: torch.manual_seed would also queue a (slow) CUDA seeding call.
+            torch.default_generator.manual_seed(seed)
+            return self(image)
+
     def finish(self, x1: torch.Tensor, x2: torch.Tensor):
         """The batch step (see `batched_views.BatchedViews.finish`): nothing is left to do here."""
         return x1, x2
@@ -174,10 +181,7 @@ class ViewPair(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, label = self.base[index][:2]
-        with torch.random.fork_rng(devices=[]):
-            # Only the CPU generator: torch.manual_seed would also queue a (slow) CUDA seeding call.
-            torch.default_generator.manual_seed(item_seed(self.seed, epoch, index))
-            x1, x2 = self.views(image)
+        x1, x2 = self.views.item(image, item_seed(self.seed, epoch, index))
         return x1, x2, label
 
     def views_on(self, batch, device: torch.device):

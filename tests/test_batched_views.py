@@ -158,3 +158,16 @@ def test_both_ways_of_jittering_agree():
     x = _images(48, 32, seed=4)
     u = torch.rand(48, bv.JITTER_DRAWS, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(views._jitter(x, u, masked=False), views._jitter(x, u, masked=True), atol=1e-6)
+
+
+def test_an_items_draws_ignore_and_keep_the_global_generator():
+    pairs = ViewPair([(_pil(i), 0) for i in range(3)], bv.BatchedViews("cifar", 32), seed=5)
+    torch.manual_seed(1)
+    first = pairs[(1, 2)][1]
+    state = torch.get_rng_state()
+    torch.rand(10)  # move the global generator: the item must not change
+    again = pairs[(1, 2)][1]
+    assert torch.equal(first, again) and not torch.equal(first, pairs[(2, 2)][1])
+    torch.manual_seed(1)
+    pairs[(1, 2)]
+    assert torch.equal(torch.get_rng_state(), state), "drawing an item's uniforms moved the global generator"
