@@ -223,14 +223,18 @@ def hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
     In HSV terms without the round trip: with V the max, C the max - min and H6 the hue in sixths,
     channel n (R 5, G 3, B 1) is V - C * clamp(min(k, 4 - k), 0, 1), k = (n + H6) mod 6."""
-    r, g, b = x.unbind(1)
-    value = x.amax(1)
-    chroma = value - x.amin(1)
-    safe = chroma + (chroma == 0)  # grey pixels: any hue gives V, avoid 0/0
-    sixths = torch.where(value == r, (g - b) / safe, torch.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)
-    k = (n + sixths.unsqueeze(1) + 6 * shift.view(-1, 1, 1, 1)) % 6
-    return value.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1)
+    value = x.amax(1, keepdim=True)
+    chroma = value - x.amin(1, keepdim=True)
+    r, g, b = x.split(1, 1)
+    # C * H6: the sector's start (red 0, green 2, blue 4) plus the position within it; one division.
+    scaled = torch.where(value == r, g - b, torch.where(value == g, b - r + 2 * chroma, r - g + 4 * chroma))
+    sixths = scaled / torch.where(chroma == 0, 1.0, chroma) + 6 * shift.view(-1, 1, 1, 1)
+    k = _CHANNEL_SIXTHS.to(x.device) + sixths
+    k = k - 6 * torch.floor(k * (1 / 6))  # mod 6 (torch.remainder is several times slower on CPUs)
+    return value - chroma * torch.minimum(k, 4 - k).clamp_(0, 1)
+
+
+_CHANNEL_SIXTHS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
 
 
 ADJUSTMENTS = (brightness, contrast, saturation, hue)  # ColorJitter's four steps, in its numbering
