@@ -73,19 +73,24 @@ class BatchedViews:
         self._generator = None  # made on first use, in each data-loader worker
 
     def item(self, image, seed: int):
-        """`self(image)` with the uniforms drawn from a private generator seeded with `seed`: the same
-        numbers as seeding the global generator, without saving and restoring its state per item."""
-        if self._generator is None:
-            self._generator = torch.Generator()
-        return self(image, self._generator.manual_seed(seed))
-
-    def __call__(self, image, generator: torch.Generator | None = None):
         """The per-item part (data-loader side): fitted uint8 source (3, S, S) and the item's uniforms."""
+        return self.source(image), self.draws(seed)
+
+    def source(self, image) -> torch.Tensor:
+        """The image fitted to the source square, as uint8 (3, S, S): a fixed function of the image,
+        so `ViewPair` may keep it from epoch to epoch."""
         image = self.fit(image)
         image = image if image.mode == "RGB" else image.convert("RGB")
         width, height = image.size
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)  # (a copy: PIL's bytes stay PIL's)
-        return pixels.view(height, width, 3).permute(2, 0, 1), torch.rand(N_UNIFORMS, generator=generator)
+        return pixels.view(height, width, 3).permute(2, 0, 1)
+
+    def draws(self, seed: int) -> torch.Tensor:
+        """The item's uniforms from a private generator seeded with `seed`: the same numbers as seeding
+        the global generator, without saving and restoring its state per item."""
+        if self._generator is None:
+            self._generator = torch.Generator()
+        return torch.rand(N_UNIFORMS, generator=self._generator.manual_seed(seed))
 
     def finish(self, sources: torch.Tensor, uniforms: torch.Tensor):
         """(B, 3, S, S) uint8 and (B, N_UNIFORMS) -> two (B, 3, size, size) float views."""

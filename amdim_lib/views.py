@@ -170,19 +170,44 @@ class ViewPair(torch.utils.data.Dataset):
 
     Indexed by (epoch, index) pairs (see `amdim_lib.train.EpochSampler`) so that the views of an
     item are a fixed function of the run's seed, the epoch and the index.
+
+    With batched views an item's source image is a fixed function of its image, so each is kept after
+    its first read (when the whole split's fit in SOURCE_CACHE_BYTES, per process): later epochs then
+    neither decode nor render any image, and an item costs only its uniforms.
     """
+
+    SOURCE_CACHE_BYTES = 512 * 2**20
 
     def __init__(self, base, views, seed: int = 0):
         self.base, self.views, self.seed = base, views, seed
+        self._sources, self._labels, self._cache = None, None, True
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        seed = item_seed(self.seed, epoch, index)
+        if hasattr(self.views, "source"):  # batched views
+            source, label = self._source(index)
+            return source, self.views.draws(seed), label
         image, label = self.base[index][:2]
-        x1, x2 = self.views.item(image, item_seed(self.seed, epoch, index))
+        x1, x2 = self.views.item(image, seed)
         return x1, x2, label
+
+    def _source(self, index: int):
+        """(uint8 source image, label) of an item, from the cache once it has been read."""
+        if self._labels is not None and self._labels[index] is not None:
+            return self._sources[index].clone(), self._labels[index]  # a copy: the caller may change it
+        image, label = self.base[index][:2]
+        source = self.views.source(image)
+        if self._labels is None and self._cache:  # first item: a cache for the whole split, if it fits
+            self._cache = len(self) * source.numel() <= self.SOURCE_CACHE_BYTES
+            if self._cache:
+                self._sources, self._labels = torch.empty((len(self), *source.shape), dtype=torch.uint8), [None] * len(self)
+        if self._labels is not None:
+            self._sources[index], self._labels[index] = source, label
+        return source, label
 
     def views_on(self, batch, device: torch.device):
         """A collated batch of items -> (view1, view2, label) on `device`."""

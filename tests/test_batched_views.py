@@ -123,8 +123,7 @@ def test_weaker_levels_leave_out_what_they_should(level):
     plain = eval_transform("cifar", 32)(image)
     seen = set()
     for seed in range(12):
-        torch.manual_seed(seed)
-        source, u = views(image)
+        source, u = views.item(image, seed)
         x1, x2 = (x[0] for x in views.finish(source[None], u[None]))
         if level == "crop":  # translations only: the colours of the view are the image's own
             assert set(np.unique(x1.numpy().round(5))) <= set(np.unique(plain.numpy().round(5)))
@@ -148,7 +147,7 @@ def test_configuration_and_data_use_batched_views_where_they_can():
         Config(policy="imagenet-randaugment", image_size=128, n_rkhs=2048)
     assert bv.source_size("stl10", 64) == 96 and bv.source_size("cifar", 32) == 32
     stl = bv.BatchedViews("stl10", 64, normalise="stl10")
-    source, u = stl(_pil(1, size=96))
+    source, u = stl.item(_pil(1, size=96), 0)
     x1, x2 = stl.finish(torch.stack([source] * 3), torch.rand(3, bv.N_UNIFORMS))
     assert x1.shape == x2.shape == (3, 3, 64, 64) and torch.isfinite(x1).all() and not torch.allclose(x1, x2)
 
@@ -171,3 +170,34 @@ def test_an_items_draws_ignore_and_keep_the_global_generator():
     torch.manual_seed(1)
     pairs[(1, 2)]
     assert torch.equal(torch.get_rng_state(), state), "drawing an item's uniforms moved the global generator"
+
+
+class _Counting(torch.utils.data.Dataset):
+    """Images that count how often they are read."""
+
+    def __init__(self, n):
+        self.reads, self.n = [0] * n, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        self.reads[index] += 1
+        return _pil(index), index % 3
+
+
+def test_batched_items_read_each_image_once_and_stay_the_same():
+    base = _Counting(5)
+    pairs = ViewPair(base, bv.BatchedViews("cifar", 32), seed=2)
+    first = [pairs[(0, i)] for i in range(5)]
+    first[1][0].zero_()  # what a caller does to an item must not reach the cache
+    later = [pairs[(e, i)] for e in (1, 2) for i in range(5)]
+    assert base.reads == [1] * 5, "later epochs must reuse the kept source images"
+    for i, item in enumerate(later[:5]):
+        fresh = bv.BatchedViews("cifar", 32).item(_pil(i), 0)[0]
+        assert torch.equal(item[0], fresh) and item[2] == i % 3
+        assert not torch.equal(item[1], first[i][1]), "each epoch draws its own uniforms"
+    big = ViewPair(_Counting(5), bv.BatchedViews("cifar", 32))
+    big.SOURCE_CACHE_BYTES = 4 * 3 * 32 * 32  # the split does not fit: every epoch reads again
+    [big[(e, i)] for e in (0, 1) for i in range(5)]
+    assert big.base.reads == [2] * 5
