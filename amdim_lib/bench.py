@@ -125,10 +125,11 @@ def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3, epochs: i
     it: same sampler, workers and pinning, batched views computed in the loop) against the same
     model's steps on synthetic inputs.
 
-    The two kinds alternate, `steps` of each per epoch over the same items, so that a drifting
-    machine speed (another tenant, clocks) affects both alike. The first epoch reads (renders,
+    The two kinds alternate step by step, `steps` of each per epoch over the same items, so that a
+    drifting machine speed (another tenant, clocks) affects both alike; a real step is timed from
+    asking the loader for its batch to the end of the update. The first epoch reads (renders,
     decodes) every image for the first time; later ones cost what every later epoch costs (less
-    where the data set keeps its items, as Shapes does). Returns seconds per step of each kind."""
+    where the images are kept, as with batched views). Returns seconds per step of each kind."""
     device, step = _training_setup(config)
     pairs, _, _ = build_data(config)
     sampler, loader = epoch_loader(pairs, config, device)
@@ -136,13 +137,23 @@ def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3, epochs: i
         raise ValueError(f"{len(loader)} batches in the training split; the benchmark needs {steps}")
     synthetic = _synthetic_batch(config)
 
-    def real(epoch: int):
-        sampler.set_epoch(epoch)
-        return (pairs.views_on(batch, device) for _, batch in zip(range(steps), loader))
+    def seconds(work) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        work()
+        _sync(device)
+        return time.perf_counter() - start
+
     _timed(device, step, [synthetic] * (warmup + 1), warmup)
-    times = [(_timed(device, step, [synthetic] * steps, 0), _timed(device, step, real(epoch), 0)) for epoch in range(epochs)]
+    times = []  # per epoch: (synthetic, real) seconds per step
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        batches = iter(loader)
+        pairs_of_steps = [(seconds(lambda: step(*synthetic)),
+                           seconds(lambda: step(*pairs.views_on(next(batches), device)))) for _ in range(steps)]
+        times.append(tuple(sum(kind) / steps for kind in zip(*pairs_of_steps)))
     later = [statistics.median(kind) for kind in zip(*times[1:])]  # (synthetic, real) medians of the later epochs
-    return {"num_workers": config.num_workers, "batch_views": config.batch_views,
+    return {"num_workers": config.num_workers, "batch_views": config.batch_views, "steps_per_epoch": steps,
             "first_epoch": {"synthetic_seconds_per_step": times[0][0], "seconds_per_step": times[0][1]},
             "later_epochs": {"synthetic_seconds_per_step": later[0], "seconds_per_step": later[1]}}
 

@@ -38,6 +38,7 @@ def test_train_eval_and_bench_end_to_end(tmp_path, capsys):
     assert set(results) == {"AMDIM (trained)", "random init", "raw pixels"}
     assert all(0 <= r["linear"] <= 1 and 0 <= r["knn"] <= 1 for r in results.values())
     assert "| raw pixels |" in (out / "report.md").read_text()
-    main(["bench", "--preset", "smoke", "--steps", "2"])
+    main(["bench", "--preset", "smoke", "--steps", "2", "--data-steps", "3"])
     printed = capsys.readouterr().out
     assert "images/s" in printed and "peak memory" in printed and "data pipeline" in printed and "lost to data loading" in printed
+    assert "3 steps an epoch" in printed
