@@ -195,6 +195,17 @@ class ViewPair(torch.utils.data.Dataset):
         x1, x2 = self.views.item(image, seed)
         return x1, x2, label
 
+    def __getitems__(self, keys):
+        """A batch's items (a DataLoader asks for them together): with batched views and every one's
+        source image kept, one gather of the kept images instead of an item at a time."""
+        keys = [key if isinstance(key, tuple) else (0, key) for key in keys]
+        indices = [index for _, index in keys]
+        if self._labels is None or any(self._labels[i] is None for i in indices):
+            return [self[key] for key in keys]
+        sources = self._sources[torch.tensor(indices)]
+        return [(source, self.views.draws(item_seed(self.seed, *key)), self._labels[key[1]])
+                for source, key in zip(sources, keys)]
+
     def _source(self, index: int):
         """(uint8 source image, label) of an item, from the cache once it has been read."""
         if self._labels is not None and self._labels[index] is not None:

@@ -193,6 +193,10 @@ def test_batched_items_read_each_image_once_and_stay_the_same():
     first[1][0].zero_()  # what a caller does to an item must not reach the cache
     later = [pairs[(e, i)] for e in (1, 2) for i in range(5)]
     assert base.reads == [1] * 5, "later epochs must reuse the kept source images"
+    together = pairs.__getitems__([(3, i) for i in (4, 0, 2)])  # what a DataLoader asks for a batch
+    for (source, u, label), i in zip(together, (4, 0, 2)):
+        alone = pairs[(3, i)]
+        assert torch.equal(source, alone[0]) and torch.equal(u, alone[1]) and label == alone[2]
     for i, item in enumerate(later[:5]):
         fresh = bv.BatchedViews("cifar", 32).item(_pil(i), 0)[0]
         assert torch.equal(item[0], fresh) and item[2] == i % 3
