@@ -70,7 +70,11 @@ class BatchedViews:
         self.scale = (1.0 - 0.7 * min(s, 1.0), 1.0)
         mean, std = NORMALISATION[normalise]
         self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self._constants = {}  # device -> (mean, std) there: copied once, not on every batch
         self._generator = None  # made on first use, in each data-loader worker
+
+    def __getstate__(self):
+        return {**self.__dict__, "_constants": {}}  # (data-loader workers) device copies stay where they were made
 
     def item(self, image, seed: int):
         """The per-item part (data-loader side): fitted uint8 source (3, S, S) and the item's uniforms."""
@@ -107,7 +111,10 @@ class BatchedViews:
         if self.photometric:
             x = self._jitter(x, u[:, GEOMETRY_DRAWS:GEOMETRY_DRAWS + JITTER_DRAWS])
             x = _where_rows(u[:, -1] < self.p_gray, _gray(x).expand_as(x), x)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if x.device not in self._constants:
+            self._constants[x.device] = self.mean.to(x.device), self.std.to(x.device)
+        mean, std = self._constants[x.device]
+        return (x - mean) / std
 
     # ------------------------------------------------------------------ geometry
 
