@@ -144,7 +144,8 @@ def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3, epochs: i
         _sync(device)
         return time.perf_counter() - start
 
-    _timed(device, step, [synthetic] * (warmup + 1), warmup)
+    for _ in range(warmup):
+        step(*synthetic)
     times = []  # per epoch: (synthetic, real) seconds per step
     for epoch in range(epochs):
         sampler.set_epoch(epoch)

@@ -143,10 +143,7 @@ class TwoViews:
 
     def item(self, image, seed: int):
         """The views of one item, drawn from the global generator seeded with `seed` (restored after)."""
-        with torch.random.fork_rng(devices=[]):
-            # Only the CPU generator: torch.manual_seed would also queue a (slow) CUDA seeding call.
-            torch.default_generator.manual_seed(seed)
-            return self(image)
+        return with_seed(seed, lambda: self(image))
 
     def finish(self, x1: torch.Tensor, x2: torch.Tensor):
         """The batch step (see `batched_views.BatchedViews.finish`): nothing is left to do here."""
@@ -156,6 +153,14 @@ class TwoViews:
 def make_two_views(policy: str, image_size: int, normalise: str = "default", strength: float = 1.0, level: str = "full") -> TwoViews:
     """The two-view augmentation of a policy at an augmentation level ('none' turns the flip off too)."""
     return TwoViews(train_transform(policy, image_size, normalise, strength, level), flip=level != "none")
+
+
+def with_seed(seed: int, fn):
+    """fn() with the global CPU generator seeded with `seed`, the caller's generator state restored after."""
+    with torch.random.fork_rng(devices=[]):
+        # Only the CPU generator: torch.manual_seed would also queue a (slow) CUDA seeding call.
+        torch.default_generator.manual_seed(seed)
+        return fn()
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:

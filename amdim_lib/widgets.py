@@ -17,12 +17,11 @@ from typing import Mapping, Sequence
 
 import ipywidgets
 import numpy as np
-import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from .views import LEVELS, POLICIES, POLICY_FOR_SIZE, policy_parts, eval_geometry, item_seed, make_two_views
+from .views import LEVELS, POLICIES, POLICY_FOR_SIZE, policy_parts, eval_geometry, item_seed, make_two_views, with_seed
 from .viz import to_display
 
 SIZE_FOR_POLICY = {policy: size for size, policy in POLICY_FOR_SIZE.items()}  # cifar 32, stl10 64, imagenet 128
@@ -42,9 +41,7 @@ def as_pil(image) -> Image.Image:
 
 def _seeded(seed: int, index: int, fn):
     """Run fn() with torch's global generator seeded from (seed, index), leaving the caller's state as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(item_seed(seed, 0, index))
-        return fn()
+    return with_seed(item_seed(seed, 0, index), fn)
 
 
 def views_for(image, policy: str = "cifar", strength: float = 1.0, level: str = "full", seed: int = 0,
