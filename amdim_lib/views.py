@@ -191,7 +191,7 @@ class ViewPair(torch.utils.data.Dataset):
         return len(self.base)
 
     def __getitem__(self, key):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index = _epoch_index(key)
         seed = item_seed(self.seed, epoch, index)
         if hasattr(self.views, "source"):  # batched views
             source, label = self._source(index)
@@ -203,7 +203,7 @@ class ViewPair(torch.utils.data.Dataset):
     def __getitems__(self, keys):
         """A batch's items (a DataLoader asks for them together): with batched views and every one's
         source image kept, one gather of the kept images instead of an item at a time."""
-        keys = [key if isinstance(key, tuple) else (0, key) for key in keys]
+        keys = [_epoch_index(key) for key in keys]
         indices = [index for _, index in keys]
         if self._labels is None or any(self._labels[i] is None for i in indices):
             return [self[key] for key in keys]
@@ -229,6 +229,11 @@ class ViewPair(torch.utils.data.Dataset):
         """A collated batch of items -> (view1, view2, label) on `device`."""
         a, b, label = (t.to(device, non_blocking=True) for t in batch)
         return (*self.views.finish(a, b), label)
+
+
+def _epoch_index(key) -> tuple[int, int]:
+    """A `ViewPair` key, (epoch, index) or a bare index (epoch 0), as (epoch, index)."""
+    return key if isinstance(key, tuple) else (0, key)
 
 
 class Transformed(torch.utils.data.Dataset):
