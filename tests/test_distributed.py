@@ -1,5 +1,7 @@
 """Data-parallel training: torchrun with 2 CPU processes (gloo) equals one process on the global batch."""
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,15 +21,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(*args):
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *args],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def _train_records(run_dir):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+
+
 def test_two_process_ddp_steps_equal_single_process_steps(tmp_path):
     single = subprocess.run([sys.executable, *RUN, "--out", str(tmp_path / "single")], capture_output=True, text=True,
                             timeout=300)
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *RUN,
-                          "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    _torchrun(*RUN, "--out", str(tmp_path / "ddp"))
     a = load_checkpoint(tmp_path / "single" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     assert a["step"] == b["step"] == 2
@@ -38,8 +48,33 @@ def test_two_process_ddp_steps_equal_single_process_steps(tmp_path):
     diffs = torch.cat([(a[p][n].float() - b[p][n].float()).flatten() for p in ("encoder", "probes") for n in a[p]])
     assert diffs.abs().max() <= 2 * lr * steps + 1e-6
     assert (diffs.abs() > 1e-6).float().mean() < 0.01
-    losses = [[r for r in map(__import__("json").loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())
-               if r["kind"] == "train"] for d in ("single", "ddp")]
+    losses = [_train_records(tmp_path / d) for d in ("single", "ddp")]
     for ra, rb in zip(*losses):
         for key in ("loss", "1t5", "1t7", "5t5", "reg", "probe_linear_loss"):
             assert abs(ra[key] - rb[key]) < 1e-4, (key, ra[key], rb[key])
+
+
+def test_ddp_run_stopped_after_one_step_resumes_on_every_rank_to_the_same_weights(tmp_path):
+    """Rank 0 alone writes the checkpoint and the log; after a stop, both ranks load it and carry on
+    exactly as an uninterrupted two-process run. Three steps, so that a rank that did not restore its
+    own state (optimiser moments, sampler position) would change the last step's shared gradient."""
+    run = [*RUN, "--set", "train_size=48"]
+    _torchrun(*run, "--out", str(tmp_path / "straight"))
+    script = tmp_path / "stop_after_one.py"
+    script.write_text("import sys\nfrom pathlib import Path\nfrom amdim_lib.presets import Config\n"
+                      "from amdim_lib.train import train\n"
+                      "config = Config.from_dict(__import__('json').loads(Path(sys.argv[1]).read_text()))\n"
+                      "train(config, sys.argv[2], stop_at_step=1, progress=False)\n")
+    resumed = tmp_path / "resumed"
+    _torchrun(str(script), str(tmp_path / "straight" / "config.json"), str(resumed))
+    assert load_checkpoint(resumed / "checkpoint.pt")["step"] == 1
+    _torchrun(*run, "--out", str(resumed), "--resume")
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(resumed / "checkpoint.pt")
+    assert a["step"] == b["step"] == 3
+    for part in ("encoder", "probes"):
+        for name in a[part]:
+            torch.testing.assert_close(b[part][name], a[part][name], rtol=0, atol=1e-6, msg=f"{part}.{name}")
+    # One line per step: the second rank wrote nothing, and the resumed log continues the first.
+    assert [r["step"] for r in _train_records(resumed)] == [r["step"] for r in _train_records(tmp_path / "straight")] \
+        == [1, 2, 3]
