@@ -79,17 +79,22 @@ def over_epochs(first: float, later: float, epochs: int) -> float:
     return (first + (epochs - 1) * later) / epochs
 
 
+def _seconds(device: torch.device, work) -> float:
+    """Wall seconds of work(), the device's queued work included at both ends."""
+    _sync(device)
+    start = time.perf_counter()
+    work()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def _timed(device: torch.device, step, batches, warmup: int) -> float:
     """Seconds per call of step(*batch) over `batches`, after `warmup` untimed calls."""
-    count = 0
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            _sync(device)
-            start = time.perf_counter()
+    batches = list(batches)
+    for batch in batches[:warmup]:
         step(*batch)
-        count += i >= warmup
-    _sync(device)
-    return (time.perf_counter() - start) / count
+    timed = batches[warmup:]
+    return _seconds(device, lambda: [step(*batch) for batch in timed]) / len(timed)
 
 
 def bench_training(config: Config, steps: int = 10, warmup: int = 3, flops: bool = True) -> dict:
@@ -136,22 +141,14 @@ def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3, epochs: i
     if len(loader) < steps:
         raise ValueError(f"{len(loader)} batches in the training split; the benchmark needs {steps}")
     synthetic = _synthetic_batch(config)
-
-    def seconds(work) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        work()
-        _sync(device)
-        return time.perf_counter() - start
-
     for _ in range(warmup):
         step(*synthetic)
     times = []  # per epoch: (synthetic, real) seconds per step
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         batches = iter(loader)
-        pairs_of_steps = [(seconds(lambda: step(*synthetic)),
-                           seconds(lambda: step(*pairs.views_on(next(batches), device)))) for _ in range(steps)]
+        pairs_of_steps = [(_seconds(device, lambda: step(*synthetic)),
+                           _seconds(device, lambda: step(*pairs.views_on(next(batches), device)))) for _ in range(steps)]
         times.append(tuple(sum(kind) / steps for kind in zip(*pairs_of_steps)))
     later = [statistics.median(kind) for kind in zip(*times[1:])]  # (synthetic, real) medians of the later epochs
     return {"num_workers": config.num_workers, "batch_views": config.batch_views, "steps_per_epoch": steps,

@@ -61,9 +61,9 @@ def test_ddp_run_stopped_after_one_step_resumes_on_every_rank_to_the_same_weight
     run = [*RUN, "--set", "train_size=48"]
     _torchrun(*run, "--out", str(tmp_path / "straight"))
     script = tmp_path / "stop_after_one.py"
-    script.write_text("import sys\nfrom pathlib import Path\nfrom amdim_lib.presets import Config\n"
+    script.write_text("import json, sys\nfrom pathlib import Path\nfrom amdim_lib.presets import Config\n"
                       "from amdim_lib.train import train\n"
-                      "config = Config.from_dict(__import__('json').loads(Path(sys.argv[1]).read_text()))\n"
+                      "config = Config.from_dict(json.loads(Path(sys.argv[1]).read_text()))\n"
                       "train(config, sys.argv[2], stop_at_step=1, progress=False)\n")
     resumed = tmp_path / "resumed"
     _torchrun(str(script), str(tmp_path / "straight" / "config.json"), str(resumed))
