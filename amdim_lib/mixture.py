@@ -40,15 +40,15 @@ is shifted by sub-stride offsets (the 7x7 grid has a stride of 4 px at 32 px inp
 copy is encoded, and the maps are interleaved into a (7s)x(7s) grid; the maps are then resampled at
 each pixel from the receptive-field centres, so that they line up with the image.
 
-The notebook's training loop (`train_mixture`) reuses the pieces of `amdim_lib.train`; checkpoints hold
-tensors and plain containers only (`amdim_lib.checkpoints`).
+Training is AMDIM's own loop (`amdim_lib.train.train` with `config.mixture_k` > 0, which also runs under
+torchrun): the head sits in the model's forward, and the mixture's negatives span the global batch.
+`train_mixture` runs it for a number of updates and returns a `MixtureModel`; an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -58,15 +58,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import LATEST, latest_run_checkpoint, load_checkpoint
+from .distributed import Context, gather_with_grad
 from .encoder import Encoder, Features
 from .objectives import amdim_loss, nce_scores, tanh_clip
 from .presets import Config
 
 DEFAULT_K = 4
-DEFAULT_TAU = 1.0
-DEFAULT_ALPHA = 0.1
-CHECKPOINT_KIND = "mixture"
+DEFAULT_TAU = Config.mixture_tau      # 1.0 (the configuration's defaults are the ones argued for above)
+DEFAULT_ALPHA = Config.mixture_alpha  # 0.1
 
 
 # ----------------------------------------------------------------------------- mixture features
@@ -111,9 +111,11 @@ def component_nce_scores(components: torch.Tensor, targets: torch.Tensor, negati
     negatives: (M, D, L') or (M, D, H', W') local features whose every location is a negative;
         None: the targets themselves, with each image's own map excluded (as in training).
     exclude: (B, M) bool, negatives[m] is not a negative of source b (default: the diagonal when
-        negatives is None, nothing otherwise).
+        negatives is None, nothing otherwise). Given, it says that the negatives hold the targets'
+        own images (in-batch or gathered negatives).
     Returns (s, logit_reg): s[b, j, i] = z_bji - log(exp z_bji + sum_{m, l'} exp z_bj,ml'), z the
-    clipped scores, and the mean squared raw score (the logit regulariser of `nce_loss`).
+    clipped scores, and the mean squared raw score of every source-target pair once (the logit
+    regulariser of `nce_loss`).
     Everything is batched: one matmul for the positives, one for the negatives.
     """
     batch, k, dim = components.shape
@@ -134,7 +136,7 @@ def component_nce_scores(components: torch.Tensor, targets: torch.Tensor, negati
     neg = neg_z.flatten(2).logsumexp(2)                                     # (B, k)
     pos = tanh_clip(pos_raw, tclip)
     scores = pos - torch.logaddexp(pos, neg.unsqueeze(-1))
-    if negatives is trg:  # the same squared scores nce_loss penalises: every source-target pair once
+    if exclude is not None:  # the negatives hold the positives too: the squared scores nce_loss penalises
         logit_reg = neg_raw.pow(2).mean()
     else:
         logit_reg = torch.cat([pos_raw.flatten(), neg_raw.flatten()]).pow(2).mean()
@@ -165,36 +167,42 @@ def gradient_gain(scores: torch.Tensor, tau: float, alpha: float) -> torch.Tenso
     return 1 + tau * (1 - alpha * tau) * (scores - (q * scores).sum(-1, keepdim=True))
 
 
-def mixture_loss(src: torch.Tensor, targets: torch.Tensor, head: MixtureHead, tau: float = DEFAULT_TAU,
-                 alpha: float = DEFAULT_ALPHA, tclip: float | None = 20.0) -> dict:
-    """Minus the mixture objective of global features src (B, D) against the other view's local
-    features targets (B, D, H, W), with in-batch negatives. Returns loss, logit_reg, entropy, q."""
-    scores, logit_reg = component_nce_scores(head(src), targets, tclip=tclip)
+def mixture_loss(components: torch.Tensor, targets: torch.Tensor, tau: float = DEFAULT_TAU,
+                 alpha: float = DEFAULT_ALPHA, tclip: float | None = 20.0, context: Context = Context()) -> dict:
+    """Minus the mixture objective of one view's components (B, k, D) against the other view's local
+    features targets (B, D, H, W). Negatives: every other image of the batch, gathered from every rank
+    in data-parallel training (as in `amdim_loss`). Returns loss, logit_reg, score, entropy, q."""
+    negatives = gather_with_grad(targets, context)
+    own = torch.arange(len(targets), device=targets.device) + context.rank * len(targets)
+    exclude = own[:, None] == torch.arange(len(negatives), device=targets.device)[None, :]
+    scores, logit_reg = component_nce_scores(components, targets, negatives, tclip, exclude)
     out = mixture_objective(scores, tau, alpha)
     return {"loss": -out["objective"], "logit_reg": logit_reg, "score": out["score"], "entropy": out["entropy"],
             "q": out["q"]}
 
 
-def mixture_amdim_loss(f1: Features, f2: Features, head: MixtureHead, tau: float = DEFAULT_TAU,
+def mixture_amdim_loss(f1: Features, f2: Features, components, tau: float = DEFAULT_TAU,
                        alpha: float = DEFAULT_ALPHA, tclip: float | None = 20.0, reg_weight: float = 0.05,
                        generator: torch.Generator | None = None, tasks: Sequence[str] = ("1t5", "1t7", "5t5"),
-                       with_q: bool = True) -> dict:
+                       with_q: bool = True, context: Context = Context()) -> dict:
     """AMDIM's loss with the 1->7 task computed through the mixture (both directions, averaged).
 
+    components: (m_k(f1.r1), m_k(f2.r1)), the k components of each view (B, k, D), or the head m_k.
     total = L_1t5 + L_5t5 + L_mix + reg_weight * (logit regularisers of the three pairs), i.e.
     `amdim_loss` with L_1t7 replaced by minus the mixture objective. `tasks` must include 1t7 (the
     mixture's task); the other two are kept when listed. Returns the terms of `amdim_loss` plus
     `mix`, `entropy` (mean H(q)) and, with `with_q`, the assignments `q` (B, k, 49) of direction 1 -> 2
-    (detached; leave it out where every value must be a scalar, e.g. a training log).
+    (detached; leave it out where every value must be a scalar). `context`: data-parallel training.
     """
     if "1t7" not in tasks:
         raise ValueError(f"the mixture term replaces the 1t7 task, which tasks={tuple(tasks)} leaves out")
     f1, f2 = (Features(*(t.float() for t in f)) for f in (f1, f2))  # softmaxes over many scores want float32
+    c1, c2 = (components(f1.r1), components(f2.r1)) if isinstance(components, nn.Module) else components
     others = [t for t in tasks if t != "1t7"]
-    base = amdim_loss(f1, f2, tclip, reg_weight, others, generator=generator) if others else \
+    base = amdim_loss(f1, f2, tclip, reg_weight, others, generator=generator, context=context) if others else \
         {"loss": f1.r1.new_zeros(()), "reg": f1.r1.new_zeros(())}
-    a = mixture_loss(f1.r1, f2.r7, head, tau, alpha, tclip)
-    b = mixture_loss(f2.r1, f1.r7, head, tau, alpha, tclip)
+    a = mixture_loss(c1.float(), f2.r7, tau, alpha, tclip, context)
+    b = mixture_loss(c2.float(), f1.r7, tau, alpha, tclip, context)
     out = {t: base[t] for t in others}
     out["mix"] = (a["loss"] + b["loss"]) / 2
     out["entropy"] = (a["entropy"] + b["entropy"]) / 2
@@ -209,139 +217,86 @@ def mixture_amdim_loss(f1: Features, f2: Features, head: MixtureHead, tau: float
 
 @dataclass
 class MixtureModel:
-    """An encoder with its mixture head, the settings they were trained with and the training log."""
+    """An encoder with its mixture head, the configuration they were trained with and the training log
+    (the `train` records of metrics.jsonl: losses, H(q) as `entropy`, each component's share as `usage`)."""
 
     encoder: Encoder
     head: MixtureHead
     config: Config
-    tau: float = DEFAULT_TAU
-    alpha: float = DEFAULT_ALPHA
     steps: int = 0
     history: list = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # training time of this call (0 when loaded)
 
     @property
     def k(self) -> int:
         return self.head.k
 
-    def settings(self) -> dict:
-        """Everything that determines the trained weights (compared before a checkpoint is reused)."""
-        return {"config": self.config.to_dict(), "k": self.k, "hidden": self.head.hidden, "tau": self.tau,
-                "alpha": self.alpha, "steps": self.steps}
+    @property
+    def tau(self) -> float:
+        return self.config.mixture_tau
+
+    @property
+    def alpha(self) -> float:
+        return self.config.mixture_alpha
 
     def eval(self) -> "MixtureModel":
         self.encoder.eval(), self.head.eval()
         return self
 
-    def save(self, path: str | Path) -> Path:
-        """Atomic checkpoint: state dicts, settings and history (tensors and plain containers only)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(path, {"kind": CHECKPOINT_KIND, **self.settings(), "seconds": self.seconds,
-                               "history": self.history, "encoder": self.encoder.state_dict(),
-                               "head": self.head.state_dict()})
-        return path
-
     @classmethod
-    def load(cls, path: str | Path) -> "MixtureModel":
-        state = load_checkpoint(path)
-        if state.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"{path} is an AMDIM checkpoint without a mixture head (kind {state.get('kind')!r}); "
-                             "train one with amdim_lib.mixture.train_mixture")
+    def from_run(cls, run_dir: str | Path, state: dict | None = None) -> "MixtureModel":
+        """The model of a training run's folder (its newest checkpoint, or `state` already loaded from it)."""
+        from .train import build_encoder, read_metrics
+
+        run_dir = Path(run_dir)
+        state = state if state is not None else load_checkpoint(run_dir / LATEST)
         config = Config.from_dict(state["config"])
-        from .train import build_encoder
+        if not config.mixture_k or "mixture" not in state:
+            raise ValueError(f"{run_dir} holds an AMDIM run without a mixture head (mixture_k={config.mixture_k}); "
+                             "train one with amdim_lib.mixture.train_mixture or `train --set mixture_k=4`")
         encoder = build_encoder(config)
         encoder.load_state_dict(state["encoder"])
-        head = MixtureHead(config.n_rkhs, state["k"], state["hidden"])
-        head.load_state_dict(state["head"])
-        return cls(encoder, head, config, state["tau"], state["alpha"], state["steps"], state["history"],
-                   state["seconds"]).eval()
+        head = MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None)
+        head.load_state_dict(state["mixture"])
+        history = [r for r in read_metrics(run_dir) if r["kind"] == "train" and r["step"] <= state["step"]]
+        return cls(encoder, head, config, state["step"], history).eval()
 
 
-def train_mixture(config: Config, k: int = DEFAULT_K, tau: float = DEFAULT_TAU, alpha: float = DEFAULT_ALPHA,
-                  steps: int | None = None, hidden: int | None = None, out_path: str | Path | None = None,
-                  log_every: int = 10, progress: bool = False) -> MixtureModel:
-    """Train an encoder and a k-component mixture head with `mixture_amdim_loss` on `config`'s data.
+def train_mixture(config: Config, run_dir: str | Path, steps: int | None = None, progress: bool = False) -> MixtureModel:
+    """Train an encoder and its mixture head (`config.mixture_k` components) for `steps` updates in `run_dir`.
 
-    A plain loop made of `amdim_lib.train`'s pieces: the data (two views per image), the encoder,
-    Adam with warm-up and step decay (the head's parameters ride along where the probes would), the
-    seeded epoch sampler, device and autocast selection. `steps` (default: config.epochs epochs)
-    bounds the number of updates. With `out_path`, the model is saved there atomically at the end.
+    AMDIM's training loop (`amdim_lib.train.train`) with the 1->7 task through the mixture: checkpoints,
+    logs, online probes and resumption as for any run. `steps` budgets the run as the ablation sweep
+    does (`train.budget_config`: constant learning rate after the warm-up); None: the configuration's
+    epochs. A run stopped by a signal raises KeyboardInterrupt after its checkpoint; calling again resumes.
     """
-    from tqdm.auto import tqdm
+    from .train import budget_config, train
 
-    from .train import autocast, autocast_dtype, build_data, build_encoder, build_optimisation, epoch_loader, select_device
-
-    device = select_device(config.device)
-    dtype = autocast_dtype(config.amp, device)
-    torch.manual_seed(config.seed)
-    pairs, _, _ = build_data(config)
-    encoder = build_encoder(config).to(device)
-    head = MixtureHead(config.n_rkhs, k, hidden).to(device)
-    steps_per_epoch = len(pairs) // config.batch_size
-    total = steps if steps is not None else steps_per_epoch * config.epochs
-    optimizer, scheduler, scaler = build_optimisation(config, encoder, head, device, steps_per_epoch)
-    nce_rng = torch.Generator().manual_seed(config.seed + 1)
-    history, step, t0 = [], 0, time.perf_counter()
-    encoder.train(), head.train()
-    bar = tqdm(total=total, disable=not progress, desc=f"mixture k={k}", unit="step", dynamic_ncols=True)
-    sampler, loader = epoch_loader(pairs, config, device)
-    while step < total:
-        sampler.set_epoch(step // steps_per_epoch)
-        for batch in loader:
-            x1, x2, _ = pairs.views_on(batch, device)
-            x = torch.cat([x1, x2])
-            with autocast(device, dtype):
-                both = encoder(x)  # one pass over both views, as in train.py: BN sees them together
-                batch = len(x1)
-                f1, f2 = Features(*(t[:batch] for t in both)), Features(*(t[batch:] for t in both))
-                losses = mixture_amdim_loss(f1, f2, head, tau, alpha, config.tclip, config.reg_weight, nce_rng,
-                                            config.tasks)
-            if not torch.isfinite(losses["loss"]):
-                raise FloatingPointError(f"non-finite mixture loss at step {step + 1}: "
-                                         f"{ {k_: float(v) for k_, v in losses.items() if v.dim() == 0} }")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            if step % log_every == 0 or step == total or step == 1:
-                usage = losses["q"].argmax(1).flatten()
-                usage = torch.bincount(usage, minlength=k).float() / usage.numel()
-                history.append({"step": step, **{name: round(v.item(), 5) for name, v in losses.items() if v.dim() == 0},
-                                "usage": [round(float(u), 4) for u in usage]})
-                bar.set_postfix(loss=f"{losses['loss'].item():.3f}", H=f"{losses['entropy'].item():.2f}")
-            bar.update(1)
-            if step >= total:
-                break
-    bar.close()
-    model = MixtureModel(encoder.cpu(), head.cpu(), config, tau, alpha, total, history,
-                         round(time.perf_counter() - t0, 1)).eval()
-    if out_path is not None:
-        model.save(out_path)
+    if not config.mixture_k:
+        raise ValueError("config.mixture_k is 0: set the number of mixture components, e.g. config.replace(mixture_k=4)")
+    run_config, budget = budget_config(config, steps)
+    summary = train(run_config, run_dir, resume=True, stop_at_step=budget, progress=progress)
+    if summary["interrupted"]:
+        raise KeyboardInterrupt(f"{summary['interrupted']}: mixture training stopped at update {summary['steps']} "
+                                f"with a checkpoint in {run_dir}; call again to continue")
+    model = MixtureModel.from_run(run_dir)
+    model.seconds = summary["seconds"]
     return model
 
 
-def load_or_train(path: str | Path, config: Config, k: int = DEFAULT_K, tau: float = DEFAULT_TAU,
-                  alpha: float = DEFAULT_ALPHA, steps: int | None = None, hidden: int | None = None,
-                  progress: bool = False, **kwargs) -> tuple[MixtureModel, bool]:
-    """The model saved at `path` when it was trained with exactly these settings, else a freshly
-    trained one (saved there). Returns (model, trained_now)."""
-    path = Path(path)
-    if path.is_file():
-        try:
-            model = MixtureModel.load(path)
-        except ValueError as error:
-            print(f"ignoring {path}: {error}")
-        else:
-            wanted = {"config": config.to_dict(), "k": k, "hidden": hidden or config.n_rkhs, "tau": tau, "alpha": alpha}
-            have = model.settings()
-            same_steps = steps is None or have["steps"] == steps
-            if all(have[key] == value for key, value in wanted.items()) and same_steps:
-                return model, False
-            print(f"{path} was trained with other settings; training again")
-    return train_mixture(config, k, tau, alpha, steps, hidden, out_path=path, progress=progress, **kwargs), True
+def load_or_train(run_dir: str | Path, config: Config, steps: int | None = None,
+                  progress: bool = False) -> tuple[MixtureModel, bool]:
+    """The model of `run_dir` when it finished training with exactly this configuration and budget,
+    else trained (or resumed) there. Returns (model, trained_now). A folder holding a run of another
+    configuration is an error (choose another folder, or delete it to train again)."""
+    from .train import budget_config
+
+    run_config, budget = budget_config(config, steps)
+    state = latest_run_checkpoint(run_dir)
+    if state is not None and state["step"] == budget and \
+            Config.from_dict(state["config"]).outcome() == run_config.outcome():
+        return MixtureModel.from_run(run_dir, state), False
+    return train_mixture(config, run_dir, steps, progress), True
 
 
 # ----------------------------------------------------------------------------- assignment maps

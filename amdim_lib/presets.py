@@ -45,6 +45,9 @@ class Config:
     reg_weight: float = 0.05
     tasks: tuple[str, ...] = TASKS
     mixture_k: int = 0                   # mixture components that replace the 1t7 task (0: off; amdim_lib.mixture)
+    mixture_tau: float = 1.0             # temperature of the mixture's assignments q = softmax(tau * s)
+    mixture_alpha: float = 0.1           # weight of the entropy bonus alpha * H(q) (amdim_lib.mixture: why these)
+    mixture_hidden: int = 0              # hidden width of the mixture head (0: n_rkhs)
     # optimisation (Adam with linear warm-up, then step decay at the milestone epochs)
     batch_size: int = 200
     epochs: int = 300
@@ -105,6 +108,8 @@ class Config:
         need(bool(self.tasks) and set(self.tasks) <= set(TASKS), f"tasks={self.tasks}; a non-empty subset of {TASKS}")
         need(self.mixture_k >= 0 and (self.mixture_k == 0 or "1t7" in self.tasks),
              f"mixture_k={self.mixture_k}; 0 (off) or a number of components, with 1t7 in tasks (the mixture replaces it)")
+        need(self.mixture_tau > 0 and self.mixture_hidden >= 0,
+             f"mixture_tau={self.mixture_tau}, mixture_hidden={self.mixture_hidden}; tau > 0 and hidden >= 0 (0: n_rkhs)")
         need(self.amp in ("auto", "bf16", "fp16", "off"), f"amp={self.amp!r}; choose auto, bf16, fp16 or off")
         need(self.tclip is None or self.tclip > 0, f"tclip={self.tclip}; a positive number or None (no clipping)")
         for name in ("train_size", "test_size"):

@@ -204,28 +204,6 @@ def variant_config(base: Config, variant: Variant | Mapping, seed: int | None = 
     return base.replace(**values)
 
 
-def steps_per_epoch(config: Config) -> int:
-    """Updates per epoch of the self-supervised run of `config` (builds the data set's index only)."""
-    from .train import build_splits
-    train_split, _ = build_splits(config, self_supervised=True)
-    return len(train_split) // config.batch_size
-
-
-def budget_config(config: Config, steps: int | None) -> tuple[Config, int]:
-    """(configuration, updates) of a run with a budget of `steps` updates (None: the configuration's
-    own schedule). A budgeted run: enough epochs, constant learning rate after a warm-up of a tenth of
-    the budget (at most the configured warm-up), no step decay; it stops after `steps` updates."""
-    per_epoch = steps_per_epoch(config)
-    if per_epoch < 1:
-        raise ValueError(f"the training split is smaller than one batch of {config.batch_size}")
-    if steps is None:
-        return config, per_epoch * config.epochs
-    if steps < 1:
-        raise ValueError(f"steps={steps}; a budget of at least one update")
-    warmup = min(config.warmup_steps, max(1, steps // 10)) if config.warmup_steps else 0
-    return config.replace(epochs=math.ceil(steps / per_epoch), milestones=(), warmup_steps=warmup), int(steps)
-
-
 def overrides_text(overrides: Mapping) -> str:
     """Overrides as short text: "tasks=1t7, augment=none" ("–" for none)."""
     def value(v):
@@ -269,7 +247,7 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     import torch
 
     from .supervised import train_supervised
-    from .train import build_encoder, encoder_from_checkpoint, select_device, train
+    from .train import budget_config, build_encoder, encoder_from_checkpoint, select_device, train
 
     run_dir = Path(run_dir)
     config, budget = budget_config(variant_config(base, variant, seed), steps)

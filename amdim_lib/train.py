@@ -3,6 +3,7 @@
     for each batch of (view1, view2, label):
         features of both views in one forward pass
         AMDIM loss (1->5, 1->7, 5->5) + online linear/MLP probes on the detached global feature
+            (config.mixture_k > 0: the 1->7 term through k mixture components, amdim_lib.mixture)
         one Adam step, one scheduler step
     after each epoch: probe accuracy on the held-out split, checkpoint
 
@@ -89,7 +90,9 @@ class AMDIM(nn.Module):
         self.encoder, self.probes, self.channels_last, self.mixture = encoder, probes, channels_last, mixture
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor):
-        """Features of both views (one pass: BN sees them together) and probe logits on view 1's r1."""
+        """Features of both views (one pass: BN sees them together), probe logits on view 1's r1 and,
+        with a mixture head, the k components of each view's r1 (else None). The head runs here, inside
+        the forward that DDP wraps, so that its gradients are synchronised like the encoder's."""
         x = torch.cat([x1, x2])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -97,7 +100,8 @@ class AMDIM(nn.Module):
         batch = len(x1)
         f1 = Features(*(t[:batch] for t in both))
         f2 = Features(*(t[batch:] for t in both))
-        return f1, f2, self.probes(f1.r1.detach().flatten(1).float())
+        components = None if self.mixture is None else (self.mixture(f1.r1), self.mixture(f2.r1))
+        return f1, f2, self.probes(f1.r1.detach().flatten(1).float()), components
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -178,7 +182,7 @@ def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Mo
 def build_mixture(config: Config) -> nn.Module | None:
     """The mixture head m_k when `config.mixture_k` > 0 (amdim_lib.mixture), else None."""
     from .mixture import MixtureHead
-    return MixtureHead(config.n_rkhs, config.mixture_k) if config.mixture_k else None
+    return MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None) if config.mixture_k else None
 
 
 def build_splits(config: Config, self_supervised: bool = False):
@@ -212,6 +216,27 @@ def build_data(config: Config, self_supervised: bool = True):
     return pairs, test, num_classes(train_base)
 
 
+def steps_per_epoch(config: Config) -> int:
+    """Updates per epoch of the self-supervised run of `config` (builds the data set's index only)."""
+    train_split, _ = build_splits(config, self_supervised=True)
+    return len(train_split) // config.batch_size
+
+
+def budget_config(config: Config, steps: int | None) -> tuple[Config, int]:
+    """(configuration, updates) of a run with a budget of `steps` updates (None: the configuration's
+    own schedule). A budgeted run: enough epochs, constant learning rate after a warm-up of a tenth of
+    the budget (at most the configured warm-up), no step decay; it stops after `steps` updates."""
+    per_epoch = steps_per_epoch(config)
+    if per_epoch < 1:
+        raise ValueError(f"the training split is smaller than one batch of {config.batch_size}")
+    if steps is None:
+        return config, per_epoch * config.epochs
+    if steps < 1:
+        raise ValueError(f"steps={steps}; a budget of at least one update")
+    warmup = min(config.warmup_steps, max(1, steps // 10)) if config.warmup_steps else 0
+    return config.replace(epochs=math.ceil(steps / per_epoch), milestones=(), warmup_steps=warmup), int(steps)
+
+
 @torch.no_grad()
 def probe_accuracy(encoder: Encoder, probes: Probes, loader, device, dtype=None) -> dict[str, float]:
     """Accuracy of the online probes on a held-out loader, with BN in eval mode (training statistics)."""
@@ -236,27 +261,26 @@ def autocast(device: torch.device, dtype):
 
 def train_step(model, optimizer, scheduler, scaler, x1, x2, y, config: Config, nce_rng, device, dtype,
                context: distributed.Context = distributed.Context()):
-    """One update of encoder and probes (`model`: an AMDIM module, or DDP around one). Returns
-    (AMDIM losses, probe losses, probe logits), or (None, {term: value}, None) without updating
-    when a loss term or the gradient is not finite."""
+    """One update of encoder, probes and mixture head (`model`: an AMDIM module, or DDP around one).
+    Returns (AMDIM losses, probe losses, probe logits), or (None, {term: value}, None) without updating
+    when a loss term or the gradient is not finite. With a mixture, losses["q"] holds its assignments."""
     x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
-    mixture = getattr(model, "module", model).mixture
     with autocast(device, dtype):
-        f1, f2, logits = model(x1, x2)
-        if mixture is None:
+        f1, f2, logits, components = model(x1, x2)
+        if components is None:
             losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng, context=context)
         else:  # the 1t7 task through the k mixture components (amdim_lib.mixture)
             from .mixture import mixture_amdim_loss
-            losses = mixture_amdim_loss(f1, f2, mixture, tclip=config.tclip, reg_weight=config.reg_weight,
-                                        generator=nce_rng, tasks=config.tasks, with_q=False)
+            losses = mixture_amdim_loss(f1, f2, components, config.mixture_tau, config.mixture_alpha, config.tclip,
+                                        config.reg_weight, nce_rng, config.tasks, context=context)
     # Unlabelled items (label -1, e.g. STL-10's unlabeled split) train the encoder but never the probes.
     labelled = y >= 0
     probe_losses = {name: F.cross_entropy(out[labelled], y[labelled]) if labelled.any() else out.sum() * 0.0
                     for name, out in logits.items()}
     total = losses["loss"] + sum(probe_losses.values())
     if not _all_ranks_finite(total, context):
-        terms = {k: float(v.detach()) for k, v in {**losses, **probe_losses}.items()}
+        terms = {k: float(v.detach()) for k, v in {**losses, **probe_losses}.items() if v.dim() == 0}
         return None, {k: v for k, v in terms.items() if not math.isfinite(v)} or terms, None
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
@@ -350,9 +374,6 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout).to(device)
     mixture = build_mixture(config)
     if mixture is not None:
-        if context.enabled:
-            raise ValueError("mixture_k > 0 trains in one process for now (its head is applied outside DDP's forward); "
-                             "run without torchrun or set mixture_k=0")
         mixture.to(device)
     steps_per_epoch = len(pairs) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
@@ -436,6 +457,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                     bar.write(f"skipped step {step}: {message}")
                 elif step % config.log_every == 0 or step == total_steps:
                     y = y.to(device)
+                    usage = _component_usage(losses.pop("q"), context) if "q" in losses else None
                     losses = distributed.mean_over_ranks(losses, context)
                     probe_losses = distributed.mean_over_ranks(probe_losses, context)
                     last = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
@@ -443,7 +465,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                             **{f"probe_{k}_loss": round(v.item(), 5) for k, v in probe_losses.items()},
                             **{f"probe_{k}_acc": (v.argmax(1) == y)[y >= 0].float().mean().nan_to_num().item()
                                for k, v in logits.items()},
-                            "images_per_s": round(seen / (time.perf_counter() - t0), 1)}
+                            "images_per_s": round(seen / (time.perf_counter() - t0), 1),
+                            **({"usage": usage} if usage is not None else {})}
                     record("train", last)
                     bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['probe_linear_acc']:.2f}")
                 bar.update(1)
@@ -470,6 +493,14 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             "interrupted": stop.requested, "skipped_steps": skipped,
             "seconds": round(elapsed, 1), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
             "last": last, "eval": last_eval}
+
+
+def _component_usage(q: torch.Tensor, context: distributed.Context) -> list[float]:
+    """Share of the locations each mixture component wins (argmax of q (B, k, L)) over the global batch."""
+    counts = torch.bincount(q.argmax(1).flatten(), minlength=q.shape[1]).float()
+    if context.enabled:
+        torch.distributed.all_reduce(counts)
+    return [round(float(c), 4) for c in counts / counts.sum()]
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -3,7 +3,8 @@
     python benchmarks/mixture_search.py --out results/ [--small] [--parallel 8]
 
 Each candidate (model size, updates, tau, alpha, augmentation) trains a k=4 mixture model with
-`amdim_lib.mixture.train_mixture` in its own process (several at once: one GPU, many data workers),
+`amdim_lib.mixture.train_mixture` in its own process and run folder under <out>/runs/ (several at once:
+one GPU, many data workers; a folder holding the same run is reused or resumed),
 then scores the best-matching-component IoU of its 28x28 assignment maps on 96 Shapes test images,
 exactly as notebook 07 does; the baselines (k-means on a random-init encoder's r7, centre blob) are
 scored once. Results: <out>/mixture_search.json.
@@ -36,7 +37,7 @@ def config_for(candidate: dict, seed: int, small: bool):
     model = dict(candidate["model"]) if not small else dict(ndf=8, n_rkhs=64, n_depth=1)
     return get_config("shapes", "smoke", seed=seed, train_size=256 if small else 4000, test_size=64, batch_size=32 if small else 64,
                       warmup_steps=20, lr=1e-3, milestones=(), augment=candidate.get("augment", "crop"),
-                      num_workers=1, **model)
+                      num_workers=1, log_every=10, **model)
 
 
 def evaluation_data(image_size: int, seed: int, small: bool):
@@ -48,14 +49,15 @@ def evaluation_data(image_size: int, seed: int, small: bool):
 
 
 def run_candidate(args):
-    name, candidate, seed, small, device, parallel = args
+    name, candidate, seed, small, device, parallel, run_dir = args
     import torch
     from amdim_lib import mixture
     if parallel > 1:
         torch.set_num_threads(1)  # several candidates share the cores
-    config = config_for(candidate, seed, small).replace(device=device)
+    config = config_for(candidate, seed, small).replace(device=device, mixture_k=4, mixture_tau=candidate.get("tau", 1.0),
+                                                        mixture_alpha=candidate.get("alpha", 0.1))
     start = time.perf_counter()
-    model = mixture.train_mixture(config, 4, candidate.get("tau", 1.0), candidate.get("alpha", 0.1),
+    model = mixture.train_mixture(config, run_dir / f"{name.replace(' ', '_')}-seed{seed}",
                                   steps=4 if small else candidate["steps"])
     x, masks, x_bank = evaluation_data(config.image_size, seed, small)
     bank = mixture.negative_bank(model.encoder, x_bank)
@@ -99,7 +101,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(name, dict(c, **({"steps": args.steps} if args.steps else {})), args.seed, args.small, args.device,
-             args.parallel)
+             args.parallel, out / "runs")
             for name, c in CANDIDATES.items() if not args.only or name in args.only]
     results = {"baselines": baselines(args.seed, args.small), "candidates": []}
     print(json.dumps(results["baselines"]), flush=True)

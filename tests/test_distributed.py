@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from amdim_lib.checkpoints import load_checkpoint
@@ -33,25 +34,44 @@ def _train_records(run_dir):
     return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
 
 
-def test_two_process_ddp_steps_equal_single_process_steps(tmp_path):
-    single = subprocess.run([sys.executable, *RUN, "--out", str(tmp_path / "single")], capture_output=True, text=True,
+def _single_and_ddp(tmp_path, run):
+    single = subprocess.run([sys.executable, *run, "--out", str(tmp_path / "single")], capture_output=True, text=True,
                             timeout=300)
     assert single.returncode == 0, single.stderr
-    _torchrun(*RUN, "--out", str(tmp_path / "ddp"))
+    _torchrun(*run, "--out", str(tmp_path / "ddp"))
     a = load_checkpoint(tmp_path / "single" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     assert a["step"] == b["step"] == 2
+    return a, b, [_train_records(tmp_path / d) for d in ("single", "ddp")]
+
+
+def _assert_same_updates(a, b, parts, lr=2e-4, steps=2):
     # Adam divides by the root of the squared gradient: where a gradient is ~0, summation-order noise
     # can flip an update of size lr. So: nearly every weight agrees to 1e-6, none differs by more
     # than two full steps, and the agreement is far tighter than the size of the updates themselves.
-    lr, steps = 2e-4, 2
-    diffs = torch.cat([(a[p][n].float() - b[p][n].float()).flatten() for p in ("encoder", "probes") for n in a[p]])
+    diffs = torch.cat([(a[p][n].float() - b[p][n].float()).flatten() for p in parts for n in a[p]])
     assert diffs.abs().max() <= 2 * lr * steps + 1e-6
     assert (diffs.abs() > 1e-6).float().mean() < 0.01
-    losses = [_train_records(tmp_path / d) for d in ("single", "ddp")]
+
+
+def test_two_process_ddp_steps_equal_single_process_steps(tmp_path):
+    a, b, losses = _single_and_ddp(tmp_path, RUN)
+    _assert_same_updates(a, b, ("encoder", "probes"))
     for ra, rb in zip(*losses):
         for key in ("loss", "1t5", "1t7", "5t5", "reg", "probe_linear_loss"):
             assert abs(ra[key] - rb[key]) < 1e-4, (key, ra[key], rb[key])
+
+
+def test_mixture_trains_data_parallel_like_one_process(tmp_path):
+    """With mixture_k, the head runs inside DDP's forward (its gradients are averaged like the encoder's)
+    and the mixture's negatives are gathered from both ranks: two processes equal one."""
+    a, b, losses = _single_and_ddp(tmp_path, [*RUN, "--set", "mixture_k=3"])
+    assert set(a["mixture"]) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    _assert_same_updates(a, b, ("encoder", "probes", "mixture"))
+    for ra, rb in zip(*losses):
+        for key in ("loss", "1t5", "mix", "entropy", "5t5", "reg"):
+            assert abs(ra[key] - rb[key]) < 1e-4, (key, ra[key], rb[key])
+        assert ra["usage"] == pytest.approx(rb["usage"], abs=1e-4)  # shares over the global batch
 
 
 def test_ddp_run_stopped_after_one_step_resumes_on_every_rank_to_the_same_weights(tmp_path):

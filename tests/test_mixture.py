@@ -48,7 +48,7 @@ def test_one_component_is_amdims_1t7_task():
     with torch.no_grad():
         head.fc2.weight.zero_()
     for tau, alpha in ((1.0, 0.1), (5.0, 2.0)):
-        out = mixture_loss(src, trg, head, tau, alpha, tclip=5.0)
+        out = mixture_loss(head(src), trg, tau, alpha, tclip=5.0)
         ref, reg = nce_loss(src, trg, tclip=5.0)
         assert torch.allclose(out["loss"], ref, atol=1e-5)
         assert torch.allclose(out["logit_reg"], reg, atol=1e-6)
@@ -210,24 +210,38 @@ def test_load_folder_images(tmp_path):
 
 # ----------------------------------------------------------------------------- training and checkpoints
 
-def test_train_save_load_and_load_or_train(tmp_path, smoke_config):
-    config = smoke_config.replace(train_size=64, test_size=32, batch_size=16, warmup_steps=1)
-    path = tmp_path / "mixture.pt"
-    model = mixture.train_mixture(config, k=2, steps=3, out_path=path, log_every=1)
-    assert model.steps == 3 and [r["step"] for r in model.history] == [1, 2, 3]
-    assert all(math.isfinite(r["loss"]) and len(r["usage"]) == 2 for r in model.history)
-    loaded = MixtureModel.load(path)
+def test_train_mixture_resumes_reloads_and_refuses_other_runs(tmp_path, smoke_config):
+    """train_mixture is AMDIM's training loop with the mixture: a run stopped early resumes to the
+    uninterrupted run's weights, a finished run is loaded (not retrained), and a folder holding a run
+    of other settings, or one without a mixture, is refused with a message that says what to do."""
+    from amdim_lib.train import budget_config, train
+
+    config = smoke_config.replace(train_size=64, test_size=32, batch_size=16, warmup_steps=1, mixture_k=2,
+                                  probe_dropout=0.0)
+    model = mixture.train_mixture(config, tmp_path / "straight", steps=5)
+    assert model.steps == 5 and model.k == 2 and model.tau == config.mixture_tau and model.seconds > 0
+    assert [r["step"] for r in model.history] == [1, 2, 3, 4, 5]
+    assert all(math.isfinite(r["mix"]) and len(r["usage"]) == 2 and abs(sum(r["usage"]) - 1) < 1e-3
+               and 0 <= r["entropy"] <= math.log(2) + 1e-6 for r in model.history)
+
+    run_config, budget = budget_config(config, 5)
+    train(run_config, tmp_path / "resumed", stop_at_step=2, progress=False)  # as if interrupted at update 2
+    resumed, trained = mixture.load_or_train(tmp_path / "resumed", config, steps=5)
+    assert trained and resumed.steps == 5 and [r["step"] for r in resumed.history] == [1, 2, 3, 4, 5]
     x = mixture.shapes_batch("test", 4, 32)[0]
-    assert torch.allclose(mixture.component_scores(model, x), mixture.component_scores(loaded, x), atol=1e-6)
-    again, trained = mixture.load_or_train(path, config, k=2, steps=3)
-    assert not trained and again.history == model.history
-    _, trained = mixture.load_or_train(path, config, k=3, steps=3)  # other settings: trained again
-    assert trained and MixtureModel.load(path).k == 3
-    # a plain AMDIM checkpoint is refused with a clear message
-    from amdim_lib.checkpoints import save_checkpoint
-    save_checkpoint(tmp_path / "plain.pt", {"step": 1})
-    with pytest.raises(ValueError, match="mixture"):
-        MixtureModel.load(tmp_path / "plain.pt")
+    torch.testing.assert_close(mixture.component_scores(resumed, x), mixture.component_scores(model, x),
+                               rtol=0, atol=1e-5)
+
+    again, trained = mixture.load_or_train(tmp_path / "straight", config, steps=5)
+    assert not trained and again.history == model.history and again.seconds == 0
+    torch.testing.assert_close(mixture.component_scores(again, x), mixture.component_scores(model, x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="different configuration"):
+        mixture.load_or_train(tmp_path / "straight", config.replace(mixture_k=3), steps=5)
+    with pytest.raises(ValueError, match="mixture_k"):
+        mixture.train_mixture(config.replace(mixture_k=0), tmp_path / "plain", steps=1)
+    train(config.replace(mixture_k=0, epochs=1), tmp_path / "plain", progress=False)
+    with pytest.raises(ValueError, match="without a mixture head"):
+        MixtureModel.from_run(tmp_path / "plain")
 
 
 # ----------------------------------------------------------------------------- the inspector

@@ -84,7 +84,8 @@ def test_images_inspector_and_figures(executed):
     for name in FIGURES:
         assert (out / f"{name}.png").stat().st_size > 5000, name
     for k in (2, 4, 8):
-        assert mixture.MixtureModel.load(out / f"mixture_k{k}.pt").k == k
+        model = mixture.MixtureModel.from_run(out / f"mixture_k{k}")
+        assert model.k == k and model.steps == m["steps"] and model.tau == m["tau"] and model.alpha == m["alpha"]
     executed_nb = nbformat.read(out / NOTEBOOK.name, as_version=4)
     noise = [o.get("text", "") for c in executed_nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert not noise, noise                                          # no warnings printed

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from amdim_lib import sweep
+from amdim_lib.train import budget_config
 from amdim_lib.presets import Config, get_config
 from amdim_lib.sweep import VARIANTS, Scaled, Variant
 
@@ -55,12 +56,12 @@ def test_a_variant_is_a_dict_of_overrides_and_unknown_keys_are_named():
 
 
 def test_budget_sets_the_updates_and_a_flat_schedule(tiny):
-    config, steps = sweep.budget_config(tiny, 11)  # 8 updates per epoch
+    config, steps = budget_config(tiny, 11)  # 8 updates per epoch
     assert steps == 11 and config.epochs == 2 and config.milestones == () and config.warmup_steps == 1
-    same, full = sweep.budget_config(tiny, None)
+    same, full = budget_config(tiny, None)
     assert same == tiny and full == 8 * tiny.epochs
     with pytest.raises(ValueError):
-        sweep.budget_config(tiny, 0)
+        budget_config(tiny, 0)
 
 
 def test_a_sweep_writes_results_and_resumes_without_retraining(tiny, tmp_path):
@@ -106,7 +107,7 @@ def test_a_run_killed_mid_training_continues_from_its_checkpoint(tiny, tmp_path)
     from amdim_lib.train import read_metrics, train
 
     run_dir = tmp_path / "full" / "seed0"
-    config, steps = sweep.budget_config(sweep.variant_config(tiny, VARIANTS["full"], 0), 5)
+    config, steps = budget_config(sweep.variant_config(tiny, VARIANTS["full"], 0), 5)
     train(config, run_dir, stop_at_step=2, progress=False)  # as if the sweep had been stopped at update 2
     record = sweep.run_one("full", VARIANTS["full"], tiny, 0, run_dir, steps=5, **PROBE)
     assert record["resumed_from"] == 2 and record["steps"] == 5 and record["status_now"] == "trained"
