@@ -235,7 +235,7 @@ def test_train_mixture_resumes_reloads_and_refuses_other_runs(tmp_path, smoke_co
     again, trained = mixture.load_or_train(tmp_path / "straight", config, steps=5)
     assert not trained and again.history == model.history and again.seconds == 0
     torch.testing.assert_close(mixture.component_scores(again, x), mixture.component_scores(model, x), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match=r"different configuration \(mixture_k 2 -> 3\)"):
         mixture.load_or_train(tmp_path / "straight", config.replace(mixture_k=3), steps=5)
     with pytest.raises(ValueError, match="mixture_k"):
         mixture.train_mixture(config.replace(mixture_k=0), tmp_path / "plain", steps=1)
