@@ -256,7 +256,8 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     result_path = run_dir / "result.json"
     if result_path.exists():
         saved = json.loads(result_path.read_text())
-        if (saved.get("config_what") == config.outcome() and saved.get("steps") == budget
+        # (read through Config, so that results written before a configuration key existed still match)
+        if (Config.from_dict(saved["config"]).outcome() == config.outcome() and saved.get("steps") == budget
                 and saved.get("method") == variant.method
                 and (saved.get("probe_limits") == [probe_train, probe_test])):
             return {**saved, "status_now": "loaded"}
