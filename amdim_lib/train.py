@@ -455,7 +455,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                     skipped += 1
                     record("skip", {"step": step, "terms": probe_losses})
                     bar.write(f"skipped step {step}: {message}")
-                elif step % config.log_every == 0 or step == total_steps:
+                elif step % config.log_every == 0 or step in (total_steps, stop_at_step):  # (a run's last step too)
                     y = y.to(device)
                     usage = _component_usage(losses.pop("q"), context) if "q" in losses else None
                     losses = distributed.mean_over_ranks(losses, context)
