@@ -101,8 +101,11 @@ def amdim_loss(
     f1, f2 = _as_float(f1), _as_float(f2)
     batch = f1.r1.shape[0]
     offset = context.rank * batch  # where this rank's images sit among the gathered targets
-    # Targets of the other view (local maps only; the sources stay on this rank).
-    t1, t2 = (Features(f.r1, gather_with_grad(f.r5, context), gather_with_grad(f.r7, context)) for f in (f1, f2))
+    # Targets of the other view: the local maps the tasks read (the sources stay on this rank).
+    def gathered(t: torch.Tensor, needed: bool):
+        return gather_with_grad(t, context) if needed else None
+    t1, t2 = (Features(f.r1, gathered(f.r5, bool({"1t5", "5t5"} & set(tasks))), gathered(f.r7, "1t7" in tasks))
+              for f in (f1, f2))
     out: dict[str, torch.Tensor] = {}
     reg = torch.zeros((), device=f1.r1.device, dtype=f1.r1.dtype)
     for task in tasks:
