@@ -181,13 +181,13 @@ def mixture_loss(components: torch.Tensor, targets: torch.Tensor, tau: float = D
             "q": out["q"]}
 
 
-def mixture_amdim_loss(f1: Features, f2: Features, components, tau: float = DEFAULT_TAU,
+def mixture_amdim_loss(f1: Features, f2: Features, components: tuple[torch.Tensor, torch.Tensor], tau: float = DEFAULT_TAU,
                        alpha: float = DEFAULT_ALPHA, tclip: float | None = 20.0, reg_weight: float = 0.05,
                        generator: torch.Generator | None = None, tasks: Sequence[str] = ("1t5", "1t7", "5t5"),
                        with_q: bool = True, context: Context = Context()) -> dict:
     """AMDIM's loss with the 1->7 task computed through the mixture (both directions, averaged).
 
-    components: (m_k(f1.r1), m_k(f2.r1)), the k components of each view (B, k, D), or the head m_k.
+    components: (m_k(f1.r1), m_k(f2.r1)), the k components of each view (B, k, D).
     total = L_1t5 + L_5t5 + L_mix + reg_weight * (logit regularisers of the three pairs), i.e.
     `amdim_loss` with L_1t7 replaced by minus the mixture objective. `tasks` must include 1t7 (the
     mixture's task); the other two are kept when listed. Returns the terms of `amdim_loss` plus
@@ -197,7 +197,7 @@ def mixture_amdim_loss(f1: Features, f2: Features, components, tau: float = DEFA
     if "1t7" not in tasks:
         raise ValueError(f"the mixture term replaces the 1t7 task, which tasks={tuple(tasks)} leaves out")
     f1, f2 = (Features(*(t.float() for t in f)) for f in (f1, f2))  # softmaxes over many scores want float32
-    c1, c2 = (components(f1.r1), components(f2.r1)) if isinstance(components, nn.Module) else components
+    c1, c2 = components
     others = [t for t in tasks if t != "1t7"]
     base = amdim_loss(f1, f2, tclip, reg_weight, others, generator=generator, context=context) if others else \
         {"loss": f1.r1.new_zeros(()), "reg": f1.r1.new_zeros(())}

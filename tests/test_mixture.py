@@ -108,7 +108,8 @@ def test_mixture_amdim_loss_replaces_1t7_and_trains_everything():
     encoder, head = Encoder(32, 4, 32, 1), MixtureHead(32, 2)
     both = encoder(torch.randn(8, 3, 32, 32))
     f1, f2 = Features(*(t[:4] for t in both)), Features(*(t[4:] for t in both))
-    out = mixture.mixture_amdim_loss(f1, f2, head, generator=torch.Generator().manual_seed(0))
+    components = head(f1.r1), head(f2.r1)
+    out = mixture.mixture_amdim_loss(f1, f2, components, generator=torch.Generator().manual_seed(0))
     assert set(out) >= {"1t5", "5t5", "mix", "reg", "entropy", "loss", "q"} and "1t7" not in out
     assert torch.allclose(out["loss"], out["1t5"] + out["5t5"] + out["mix"] + out["reg"])
     base = amdim_loss(f1, f2, tasks=("1t5", "5t5"), generator=torch.Generator().manual_seed(0))
@@ -117,9 +118,9 @@ def test_mixture_amdim_loss_replaces_1t7_and_trains_everything():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
     assert encoder.head7.shortcut.weight.grad.abs().sum() > 0  # the mixture term reaches the r7 head
     with pytest.raises(ValueError):
-        mixture.mixture_amdim_loss(f1, f2, head, tasks=("1t5",))
+        mixture.mixture_amdim_loss(f1, f2, components, tasks=("1t5",))
     assert out["q"].shape == (4, 2, 49) and out["entropy"] <= math.log(2) + 1e-6
-    scalars = mixture.mixture_amdim_loss(f1, f2, head, generator=torch.Generator().manual_seed(0), with_q=False)
+    scalars = mixture.mixture_amdim_loss(f1, f2, components, generator=torch.Generator().manual_seed(0), with_q=False)
     assert "q" not in scalars and all(v.dim() == 0 for v in scalars.values())  # what a training log can record
 
 
