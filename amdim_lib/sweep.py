@@ -269,7 +269,7 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     record = {"variant": name, "seed": seed, "method": variant.method, "question": variant.question,
               "description": variant.description, "paper": variant.paper,
               "overrides": overrides_text(variant.overrides), "steps": budget, "config": config.to_dict(),
-              "config_what": config.outcome(), "probe_limits": [probe_train, probe_test], "status": "done",
+              "probe_limits": [probe_train, probe_test], "status": "done",
               "resumed_from": 0}
     start = time.perf_counter()
     try:

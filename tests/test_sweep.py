@@ -93,8 +93,7 @@ def test_a_sweep_writes_results_and_resumes_without_retraining(tiny, tmp_path):
     assert len(sweep.load_results(tmp_path)) == 4
 
     # A result written before a configuration key existed (here the mixture's settings) still matches.
-    older = {**saved, **{key: {k: v for k, v in saved[key].items() if not k.startswith("mixture_")}
-                         for key in ("config", "config_what")}}
+    older = {**saved, "config": {k: v for k, v in saved["config"].items() if not k.startswith("mixture_")}}
     (tmp_path / "dim_baseline" / "seed1" / "result.json").write_text(json.dumps(older))
     again = sweep.run_sweep(tiny, variants, seeds, tmp_path, steps=3, progress=False, **PROBE)
     assert all(r["status_now"] == "loaded" for r in again) and sweep.steps_trained_now(again) == 0
