@@ -209,8 +209,9 @@ def cmd_bench(args) -> dict:
 
 def cmd_sweep(args) -> dict:
     """Ablations: train each (variant, seed) for the same budget, probe it, print one table."""
-    from .sweep import (SIGNIFICANCE_RULE, SweepInterrupted, run_sweep, significant_differences, significant_names,
-                        steps_trained_now, sweep_metrics, sweep_scale, sweep_table, table_markdown)
+    from .sweep import (SIGNIFICANCE_RULE, run_sweep, significant_differences, significant_names, steps_trained_now,
+                        sweep_metrics, sweep_scale, sweep_table, table_markdown)
+    from .train import TrainingInterrupted
 
     config = config_from_args(args)
     scale = sweep_scale(args.preset)
@@ -222,7 +223,7 @@ def cmd_sweep(args) -> dict:
     try:
         records = run_sweep(config, args.variants or scale["variants"], seeds, out, steps=steps,
                             probe_train=scale["probe_train"], probe_test=scale["probe_test"], device=args.device)
-    except SweepInterrupted as error:
+    except TrainingInterrupted as error:
         print(error)
         return {"interrupted": error.signal}
     except (FileNotFoundError, ValueError, RuntimeError) as error:

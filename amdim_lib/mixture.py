@@ -268,17 +268,20 @@ def train_mixture(config: Config, run_dir: str | Path, steps: int | None = None,
     AMDIM's training loop (`amdim_lib.train.train`) with the 1->7 task through the mixture: checkpoints,
     logs, online probes and resumption as for any run. `steps` budgets the run as the ablation sweep
     does (`train.budget_config`: constant learning rate after the warm-up); None: the configuration's
-    epochs. A run stopped by a signal raises KeyboardInterrupt after its checkpoint; calling again resumes.
+    epochs. A run stopped by a signal raises `train.TrainingInterrupted` after its checkpoint; calling
+    again resumes.
     """
-    from .train import budget_config, train
+    from .train import budget_config
 
-    if not config.mixture_k:
+    return _train_until(*budget_config(config, steps), run_dir, progress)
+
+
+def _train_until(run_config: Config, budget: int, run_dir: str | Path, progress: bool) -> MixtureModel:
+    from .train import train_until
+
+    if not run_config.mixture_k:
         raise ValueError("config.mixture_k is 0: set the number of mixture components, e.g. config.replace(mixture_k=4)")
-    run_config, budget = budget_config(config, steps)
-    summary = train(run_config, run_dir, resume=True, stop_at_step=budget, progress=progress)
-    if summary["interrupted"]:
-        raise KeyboardInterrupt(f"{summary['interrupted']}: mixture training stopped at update {summary['steps']} "
-                                f"with a checkpoint in {run_dir}; call again to continue")
+    summary = train_until(run_config, run_dir, budget, progress)
     model = MixtureModel.from_run(run_dir)
     model.seconds = summary["seconds"]
     return model
@@ -301,7 +304,7 @@ def load_or_train(run_dir: str | Path, config: Config, steps: int | None = None,
                              "folder, or delete this one to train again (notebook 07: retrain=True)")
         if state["step"] == budget:
             return MixtureModel.from_run(run_dir, state), False
-    return train_mixture(config, run_dir, steps, progress), True
+    return _train_until(run_config, budget, run_dir, progress), True
 
 
 # ----------------------------------------------------------------------------- assignment maps

@@ -17,13 +17,13 @@ needs no change here once `Config` has that field. An override value may also be
 base configuration (`Scaled("ndf", 2)`), so that "twice as wide" means the same at every preset.
 
 Layout and resumption: run (variant, seed) trains into `out_dir/<variant>/seed<k>/` with
-`amdim_lib.train.train(..., resume=True)`, so an interrupted run continues from its checkpoint; after
+`amdim_lib.train.train_until` (which resumes), so an interrupted run continues from its checkpoint; after
 the probe, `result.json` is written there atomically, and a run with a `result.json` is not touched
 again. Running the same sweep twice therefore trains each run once.
 
 Budget: `steps` updates per run (None: the configuration's own schedule, epochs x steps per epoch).
-A budgeted run gets enough epochs for `steps`, stops at exactly `steps` (`train(stop_at_step=...)`,
-which counts as finished here), keeps the learning rate constant after a warm-up of a tenth of the
+A budgeted run (`train.budget_config`) gets enough epochs for `steps`, stops at exactly `steps`
+(`train_until`, which counts it as finished), keeps the learning rate constant after a warm-up of a tenth of the
 budget (at most the configuration's warm-up) and has no step decay, so every variant sees the same
 schedule.
 
@@ -215,14 +215,6 @@ def overrides_text(overrides: Mapping) -> str:
 
 # ----------------------------------------------------------------------------- one run
 
-class SweepInterrupted(KeyboardInterrupt):
-    """A signal (Ctrl-C, a kernel interrupt, SIGTERM) stopped a run after a checkpoint; `signal` names it."""
-
-    def __init__(self, signal: str, message: str):
-        super().__init__(message)
-        self.signal = signal
-
-
 def probe(encoder, config: Config, probe_train: int | None, probe_test: int | None, device="cpu") -> dict:
     """Linear-probe and kNN test accuracies of a frozen encoder's r1 on the run's labelled splits
     (at most probe_train / probe_test images of each)."""
@@ -247,7 +239,7 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     import torch
 
     from .supervised import train_supervised
-    from .train import budget_config, build_encoder, encoder_from_checkpoint, select_device, train
+    from .train import budget_config, build_encoder, encoder_from_checkpoint, select_device, train_until
 
     run_dir = Path(run_dir)
     config, budget = budget_config(variant_config(base, variant, seed), steps)
@@ -278,13 +270,7 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
             existing = latest_run_checkpoint(run_dir)
             record["resumed_from"] = existing["step"] if existing is not None else 0
             del existing
-            summary = train(config, run_dir, resume=True, stop_at_step=budget, progress=False)
-            if summary["interrupted"]:
-                raise SweepInterrupted(summary["interrupted"], f"{summary['interrupted']}: the sweep stopped in "
-                                       f"{run_dir} at update {summary['steps']} (checkpoint written); run it "
-                                       "again to continue")
-            if summary["steps"] < budget:
-                raise RuntimeError(f"{run_dir}: training ended after {summary['steps']} of {budget} updates")
+            summary = train_until(config, run_dir, budget)
             encoder, _ = encoder_from_checkpoint(run_dir / "checkpoint.pt")
             record["online"] = summary.get("eval") or {}
         elif variant.method == "supervised":

@@ -495,6 +495,27 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             "last": last, "eval": last_eval}
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """A signal (Ctrl-C, a kernel interrupt, SIGTERM) stopped a run after a checkpoint; `signal` names it."""
+
+    def __init__(self, signal: str, message: str):
+        super().__init__(message)
+        self.signal = signal
+
+
+def train_until(config: Config, run_dir: str | Path, budget: int, progress: bool = False) -> dict:
+    """`train` in `run_dir` up to update `budget` (see `budget_config`), resuming the run's checkpoint
+    when there is one; returns train's summary. A signal that stopped the run raises TrainingInterrupted
+    (call again to continue), so a caller never mistakes a partial run for a finished one."""
+    summary = train(config, run_dir, resume=True, stop_at_step=budget, progress=progress)
+    if summary["interrupted"]:
+        raise TrainingInterrupted(summary["interrupted"], f"{summary['interrupted']}: training stopped in {run_dir} "
+                                  f"at update {summary['steps']} of {budget} (checkpoint written); run it again to continue")
+    if summary["steps"] < budget:
+        raise RuntimeError(f"{run_dir}: training ended after {summary['steps']} of {budget} updates")
+    return summary
+
+
 def _component_usage(q: torch.Tensor, context: distributed.Context) -> list[float]:
     """Share of the locations each mixture component wins (argmax of q (B, k, L)) over the global batch."""
     counts = torch.bincount(q.argmax(1).flatten(), minlength=q.shape[1]).float()

@@ -155,3 +155,14 @@ def test_mixture_switch_trains_the_head_and_resumes(tiny, tmp_path):
     assert "mix" in records[-1] and "1t7" not in records[-1] and 0 < records[-1]["entropy"] <= math.log(2) + 1e-6
     with pytest.raises(ValueError, match="mixture_k"):
         tiny.replace(mixture_k=2, tasks=("1t5",))
+
+
+def test_train_until_never_passes_off_a_partial_run_as_finished(tiny, tmp_path, monkeypatch):
+    from amdim_lib import train as training
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: {"interrupted": "SIGTERM", "steps": 2})
+    with pytest.raises(training.TrainingInterrupted, match="SIGTERM: training stopped .* at update 2 of 5") as stopped:
+        training.train_until(tiny, tmp_path, 5)
+    assert stopped.value.signal == "SIGTERM" and isinstance(stopped.value, KeyboardInterrupt)
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: {"interrupted": None, "steps": 4})
+    with pytest.raises(RuntimeError, match="after 4 of 5 updates"):
+        training.train_until(tiny, tmp_path, 5)
