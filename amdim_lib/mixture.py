@@ -418,26 +418,33 @@ def segmentation_ious(labels: np.ndarray, masks: np.ndarray, k: int) -> np.ndarr
     return np.array([best_match_iou(lab, m, k)[0] for lab, m in zip(labels, masks)])
 
 
-def kmeans_probabilities(features: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
-    """Per-image k-means of local features (B, D, G, G) into k clusters, as one-hot maps (B, k, G, G)."""
+def kmeans_probabilities(features: torch.Tensor, k: int, seed: int = 0, per_image: bool = True) -> torch.Tensor:
+    """k-means of local features (B, D, G, G) into k clusters, as one-hot maps (B, k, G, G).
+
+    per_image: each image's locations get their own k centroids (the baseline of notebook 07); False:
+    one set of k centroids for the locations of all the images (a clustering of the data set).
+    """
     from sklearn.cluster import KMeans
 
     batch, dim, gh, gw = features.shape
-    out = torch.zeros(batch, k, gh, gw)
-    for b in range(batch):
-        points = features[b].reshape(dim, -1).T.double().numpy()
+    groups = [features[b:b + 1] for b in range(batch)] if per_image else [features]
+    labels = []
+    for group in groups:
+        points = group.permute(0, 2, 3, 1).reshape(-1, dim).double().numpy()
         n_clusters = min(k, len(np.unique(points.round(6), axis=0)))
-        labels = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(points)
-        out[b].view(k, -1)[torch.as_tensor(labels), torch.arange(gh * gw)] = 1.0
-    return out
+        labels.append(KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(points))
+    labels = torch.as_tensor(np.concatenate(labels), dtype=torch.int64).view(batch, 1, gh, gw)
+    return torch.zeros(batch, k, gh, gw).scatter_(1, labels, 1.0)
 
 
-def kmeans_labels(encoder: Encoder, x: torch.Tensor, k: int, shifts: int = 1, seed: int = 0) -> np.ndarray:
-    """Baseline segmentation: each image's local features (on the same grid as the mixture's maps)
-    clustered into k groups with k-means, resampled at the pixels like the mixture's assignments."""
+def kmeans_labels(encoder: Encoder, x: torch.Tensor, k: int, shifts: int = 1, seed: int = 0,
+                  per_image: bool = True) -> np.ndarray:
+    """Baseline segmentation: the images' local features (on the same grid as the mixture's maps)
+    clustered into k groups with k-means (`kmeans_probabilities`), resampled at the pixels like the
+    mixture's assignments."""
     encoder.eval()
     features = dense_local_features(encoder, x, shifts)
-    return label_maps(upsample_maps(kmeans_probabilities(features, k, seed), x.shape[-1], shifts))
+    return label_maps(upsample_maps(kmeans_probabilities(features, k, seed, per_image), x.shape[-1], shifts))
 
 
 def centre_blob(image_size: int, radius: float) -> np.ndarray:

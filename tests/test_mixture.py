@@ -188,6 +188,12 @@ def test_iou_best_match_blob_and_kmeans():
     assert onehot.sum(1).eq(1).all()
     groups = onehot[0].argmax(0)
     assert (groups[:, :4] == groups[0, 0]).all() and (groups[:, 4:] != groups[0, 0]).all()
+    # per image, a uniform image still splits into k groups; over the data set, it stays one group
+    # when another image holds the other cluster
+    pair = torch.stack([torch.zeros(4, 7, 7), torch.full((4, 7, 7), 5.0)]) + 0.01 * torch.randn(2, 4, 7, 7)
+    per_image, pooled = (mixture.kmeans_probabilities(pair, 2, per_image=p).argmax(1) for p in (True, False))
+    assert all(len(g.unique()) == 2 for g in per_image)
+    assert [len(g.unique()) for g in pooled] == [1, 1] and pooled[0, 0, 0] != pooled[1, 0, 0]
 
 
 def test_images_to_tensor_and_photographs():
