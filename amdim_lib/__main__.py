@@ -78,7 +78,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args) -> dict:
     from .evaluate import evaluate_encoder
-    from .train import encoder_from_checkpoint, train
+    from .build import encoder_from_checkpoint
+    from .train import train
 
     config = config_from_args(args)
     if args.print_config:
@@ -117,7 +118,7 @@ def _write_report(out: Path, config: Config, preset: str, summary: dict, results
 
 def cmd_eval(args) -> dict:
     from .evaluate import evaluate_encoder
-    from .train import encoder_from_checkpoint
+    from .build import encoder_from_checkpoint
 
     try:
         encoder, config = encoder_from_checkpoint(args.checkpoint)

@@ -13,8 +13,8 @@ import time
 import torch
 
 from .presets import Config
-from .train import (Probes, autocast_dtype, build_data, build_encoder, build_model, build_optimisation, epoch_loader,
-                    select_device, train_step)
+from .build import autocast_dtype, build_data, select_device
+from .train import Runtime, build_state, epoch_loader, train_step
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -56,15 +56,11 @@ def _training_setup(config: Config):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
-    encoder = build_encoder(config).to(device)
-    probes = Probes(config.n_rkhs, 10).to(device)
-    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch=1)
-    nce_rng = torch.Generator().manual_seed(config.seed)
-    model = build_model(config, encoder, probes)
+    state = build_state(config, 10, device, steps_per_epoch=1)
+    runtime = Runtime(device, autocast_dtype(config.amp, device))
 
     def step(x1, x2, y):
-        train_step(model, optimizer, scheduler, scaler, x1, x2, y, config, nce_rng, device,
-                   autocast_dtype(config.amp, device))
+        train_step(state, x1, x2, y, config, runtime)
     return device, step
 
 

@@ -94,3 +94,53 @@ def latest_run_checkpoint(run_dir: str | Path) -> dict | None:
             except ValueError as error:
                 warnings.warn(f"skipping unreadable checkpoint: {error}", stacklevel=2)
     return None
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file of a run (config.json, eval.json, result.json), or None when it does not exist.
+    A file that exists but does not parse is an error that names it (never silently treated as absent)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); move it away or delete it") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines log. A torn last line (a run killed mid-write, a full disk) is
+    dropped with a warning; a bad line anywhere else, or a record without `step`, is an error naming the file."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                warnings.warn(f"{path}: dropped a torn last line (the run was stopped while writing it)", stacklevel=2)
+                break
+            raise ValueError(f"{path}, line {number}, is not a JSON record; the log is damaged: move it away to "
+                             "start the log afresh") from None
+        if not isinstance(record, dict) or "step" not in record:
+            raise ValueError(f"{path}, line {number}, is not a metrics record (no 'step'); the log is damaged: "
+                             "move it away to start the log afresh")
+        records.append(record)
+    return records
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl (kind 'train' every log_every steps, 'eval' per evaluation)."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def truncate_metrics(run_dir: str | Path, step: int) -> None:
+    """Keep the records of metrics.jsonl up to `step`: drops what a killed run logged after its last
+    checkpoint (and a torn last line), so a resumed run's log reads as one run."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if path.exists():
+        keep = [r for r in read_jsonl(path) if r["step"] <= step]
+        atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in keep).encode()))

@@ -29,8 +29,10 @@ import os
 import tarfile
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import CIFAR10, CIFAR100, STL10, ImageFolder
@@ -434,3 +436,43 @@ def build_dataset(name: str, split: str, image_size: int = 32, data_dir: str | P
 
 def num_classes(dataset) -> int:
     return len(dataset.classes)
+
+
+def load_photographs(image_size: int, names: Sequence[str] = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+                                                               "immunohistochemistry")) -> dict:
+    """scikit-image's sample photographs, centre-cropped to a square and resized to `image_size` (PIL)."""
+    from skimage import data
+
+    out = {}
+    for name in names:
+        array = getattr(data, name)()
+        if array.ndim == 2:
+            array = np.stack([array] * 3, -1)
+        image = Image.fromarray(array[..., :3])
+        side = min(image.size)
+        left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+        out[name] = image.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.LANCZOS)
+    return out
+
+
+def load_folder_images(root: str | Path, image_size: int, n: int = 6, seed: int = 0) -> dict:
+    """Up to n images (PIL, resized to image_size) from an image folder such as <cifar>/test/<class>/*.jpg,
+    one class after another; {} when the folder does not exist."""
+
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    test = root / "test" if (root / "test").is_dir() else root
+    classes = sorted(p for p in test.iterdir() if p.is_dir()) or [test]
+    files = [sorted(f for f in c.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))[:50] for c in classes]
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(len(group)) for group in files]
+    out = {}
+    for number in range(n):  # one class after another, a different image of the class each round
+        c, round_ = number % len(files), number // len(files)
+        if round_ >= len(files[c]):
+            continue
+        path = files[c][orders[c][round_]]
+        with Image.open(path) as img:
+            out[f"{path.parent.name}/{path.stem}"] = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+    return out

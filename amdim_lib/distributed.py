@@ -149,3 +149,10 @@ def sync_batch_norms(module: nn.Module) -> nn.Module:
         else:
             sync_batch_norms(child)
     return module
+
+
+def wrap(model: nn.Module, device: torch.device, tasks) -> nn.Module:
+    """`model` with synced batch norm inside DistributedDataParallel (a task subset leaves a head unused)."""
+    sync_batch_norms(model)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                               find_unused_parameters=set(tasks) != {"1t5", "1t7", "5t5"})

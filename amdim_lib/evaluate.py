@@ -107,7 +107,7 @@ def capped_splits(config, train_limit: int | None, test_limit: int | None):
 def feature_sets(encoder: Encoder, config, baselines: bool = True, device="cpu") -> dict[str, tuple]:
     """Train/test features of a trained encoder and, with `baselines`, of the same architecture at
     random initialisation and of raw pixels, all with the test transform of the run's data set."""
-    from .train import build_encoder, build_splits
+    from .build import build_encoder, build_splits
     from .views import Transformed, eval_transform, resolve_policy
 
     # STL-10: the probes' training split is the labelled train split (build_splits' default), never

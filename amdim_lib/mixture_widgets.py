@@ -24,21 +24,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import mixture
+from . import mixture, segmentation, segmentation_plots, views
 from .viz import to_display
 
 
 def prepare_image(image, image_size: int) -> tuple[np.ndarray, torch.Tensor]:
     """(display array (S, S, 3) in [0, 1], normalised tensor (1, 3, S, S)) of a PIL image or an array."""
-    x = mixture.images_to_tensor([image], image_size)
+    x = views.images_to_tensor([image], image_size)
     return to_display(x[0]), x
 
 
 @torch.no_grad()
-def image_scores(model: mixture.MixtureModel, image, negatives: torch.Tensor, shifts: int = 4) -> torch.Tensor:
+def image_scores(model: segmentation.MixtureModel, image, negatives: torch.Tensor, shifts: int = 4) -> torch.Tensor:
     """Scores s (k, G, G) of every component at every position of one image (G = 7 * shifts)."""
     _, x = prepare_image(image, model.config.image_size)
-    return mixture.component_scores(model, x, negatives, shifts)[0]
+    return segmentation.component_scores(model, x, negatives, shifts)[0]
 
 
 def inspect(scores: torch.Tensor, image_size: int, tau: float, shifts: int = 4) -> dict:
@@ -47,7 +47,7 @@ def inspect(scores: torch.Tensor, image_size: int, tau: float, shifts: int = 4) 
     if tau <= 0:
         raise ValueError(f"tau must be positive, got {tau}")
     grid_q = mixture.assignments(scores.unsqueeze(0), tau)
-    q = mixture.upsample_maps(grid_q, image_size, shifts)[0].numpy()
+    q = segmentation.upsample_maps(grid_q, image_size, shifts)[0].numpy()
     labels = q.argmax(0)
     k = q.shape[0]
     entropy = float(-(grid_q * grid_q.clamp_min(1e-12).log()).sum(1).mean())
@@ -66,7 +66,7 @@ def inspector_figure(image: np.ndarray, result: Mapping, component: int = 0, opa
     k = q.shape[0]
     if not 0 <= component < k:
         raise ValueError(f"component must be in 0..{k - 1}, got {component}")
-    colours = mixture.component_colours(k)
+    colours = segmentation_plots.component_colours(k)
     fig = Figure(figsize=(max(7.5, 1.45 * k + 1.2), 5.6), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.5, 1])
     axes = top.subplots(1, 3)
@@ -75,7 +75,7 @@ def inspector_figure(image: np.ndarray, result: Mapping, component: int = 0, opa
     axes[1].imshow(image, interpolation="nearest")
     axes[1].imshow(q[component], cmap="magma", vmin=0, vmax=1, alpha=opacity, interpolation="bilinear")
     axes[1].set_title(f"q(component {component} | pixel)", fontsize=10, color=colours[component])
-    axes[2].imshow(mixture.overlay(image, labels, k, opacity), interpolation="nearest")
+    axes[2].imshow(segmentation_plots.overlay(image, labels, k, opacity), interpolation="nearest")
     axes[2].set_title("argmax component", fontsize=10)
     small = bottom.subplots(1, k, squeeze=False)[0]
     for j, ax in enumerate(small):
@@ -121,7 +121,7 @@ class MixtureInspector(ipywidgets.VBox):
     (PNG bytes), `status` (HTML), `error` (the last upload error message, or '').
     """
 
-    def __init__(self, model: mixture.MixtureModel, images: Mapping[str, object], negatives: torch.Tensor,
+    def __init__(self, model: segmentation.MixtureModel, images: Mapping[str, object], negatives: torch.Tensor,
                  shifts: int = 4, tau: float | None = None, opacity: float = 0.5):
         if not images:
             raise ValueError("the inspector needs at least one image")
@@ -191,7 +191,7 @@ class MixtureInspector(ipywidgets.VBox):
                                  f"({100 * share.max():.0f}%)")
 
 
-def mixture_inspector(model: mixture.MixtureModel, images: Mapping[str, object], negatives: torch.Tensor,
+def mixture_inspector(model: segmentation.MixtureModel, images: Mapping[str, object], negatives: torch.Tensor,
                       **kwargs) -> MixtureInspector:
     """An inspector of `model`'s assignment maps over `images` (name -> PIL image or array), ready to display."""
     return MixtureInspector(model, images, negatives, **kwargs)

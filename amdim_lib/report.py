@@ -383,7 +383,7 @@ def run_compute(train_dir: str | Path, config, trained_summary: dict | None = No
     metrics.json (written by notebook 04), else its metrics.jsonl (updates; wall time estimated from
     the logged throughput). Returns device, preset, steps, batch_size, seconds, seconds_source.
     """
-    from .train import read_metrics
+    from .checkpoints import read_metrics
 
     out = {"device": device or "?", "preset": None, "steps": None, "batch_size": config.batch_size,
            "seconds": None, "seconds_source": "unknown"}

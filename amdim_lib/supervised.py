@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from .checkpoints import load_checkpoint, save_checkpoint
 from .encoder import Encoder
 from .presets import Config
-from .train import autocast, autocast_dtype, build_data, build_encoder, build_optimisation, epoch_loader, select_device
+from .build import autocast, autocast_dtype, build_data, build_encoder, select_device
+from .train import build_optimisation, epoch_loader
 
 CHECKPOINT_NAME = "supervised.pt"
 

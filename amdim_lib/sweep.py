@@ -239,7 +239,8 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     import torch
 
     from .supervised import train_supervised
-    from .train import budget_config, build_encoder, encoder_from_checkpoint, select_device, train_until
+    from .build import budget_config, build_encoder, encoder_from_checkpoint, select_device
+    from .train import train_until
 
     run_dir = Path(run_dir)
     config, budget = budget_config(variant_config(base, variant, seed), steps)

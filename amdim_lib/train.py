@@ -14,13 +14,12 @@ one killed mid-epoch) continues exactly where an uninterrupted run would be.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,39 +28,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoints import latest_run_checkpoint, load_checkpoint, save_run_checkpoint
-from .datasets import build_dataset, num_classes, self_supervised_split
+from .build import autocast, autocast_dtype, build_data, build_encoder, make_loader, select_device
+from .checkpoints import latest_run_checkpoint, save_run_checkpoint, truncate_metrics
 from .encoder import Encoder, Features
 from .objectives import amdim_loss
 from .presets import Config
-from .batched_views import BatchedViews
-from .views import Transformed, ViewPair, make_two_views, eval_transform, resolve_policy
+from .mixture import MixtureHead, mixture_amdim_loss
 
 # ----------------------------------------------------------------------------- devices and precision
-
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then the CPU; anything else is taken as given."""
-    if name != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device='auto' or 'cpu'")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError(f"device {name!r} requested but MPS is not available; use device='auto' or 'cpu'")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `amp` on `device`, or None for full precision."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
 
 
 # ----------------------------------------------------------------------------- probes, sampler, schedule
@@ -143,28 +117,6 @@ def lr_factor(step: int, warmup_steps: int, milestone_steps: list[int], gamma: f
 
 # ----------------------------------------------------------------------------- checkpoints and data
 
-def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
-    """The trained encoder (in eval mode, on the CPU) and the configuration it was trained with."""
-    state = load_checkpoint(path)
-    config = Config.from_dict(state["config"])
-    encoder = build_encoder(config)
-    encoder.load_state_dict(state["encoder"])
-    return encoder.eval(), config
-
-
-def build_encoder(config: Config) -> Encoder:
-    encoder = Encoder(config.image_size, config.ndf, config.n_rkhs, config.n_depth, config.use_bn)
-    # Weights in NHWC order too, so that no convolution converts layouts back and forth.
-    return encoder.to(memory_format=torch.channels_last) if config.channels_last else encoder
-
-
-def make_loader(dataset, config: Config, device: torch.device, batch_size: int, sampler=None):
-    """A DataLoader with the run's workers (kept alive across epochs) and pinned memory on CUDA."""
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=sampler is not None,
-                                       num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
-                                       pin_memory=device.type == "cuda",
-                                       generator=torch.Generator().manual_seed(config.seed))
-
 
 def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, world_size: int = 1):
     """(sampler, loader) over the two-view training set: one loader for a whole run (its workers
@@ -181,60 +133,8 @@ def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Mo
 
 def build_mixture(config: Config) -> nn.Module | None:
     """The mixture head m_k when `config.mixture_k` > 0 (amdim_lib.mixture), else None."""
-    from .mixture import MixtureHead
     return MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None) if config.mixture_k else None
 
-
-def build_splits(config: Config, self_supervised: bool = False):
-    """The configured data set's (train, test) splits, untransformed.
-
-    self_supervised=True: the training split is the one self-supervised training reads (STL-10:
-    train+unlabeled, whose unlabelled items carry label -1); otherwise the labelled one, for probes.
-    """
-    train_split = self_supervised_split(config.dataset) if self_supervised else "train"
-    return tuple(build_dataset(config.dataset, split, config.image_size, config.data_dir, size, config.seed,
-                               config.skip_bad_images, config.download)
-                 for split, size in ((train_split, config.train_size), ("test", config.test_size)))
-
-
-def build_data(config: Config, self_supervised: bool = True):
-    """(two-view training set, test set with the test transform, number of classes).
-
-    self_supervised=False keeps the same views but reads the labelled training split (STL-10:
-    `train`, not `train+unlabeled`), as the supervised baseline needs.
-    """
-    train_base, test_base = build_splits(config, self_supervised=self_supervised)
-    policy = resolve_policy(config.policy, config.image_size)
-    views = (BatchedViews(policy, config.image_size, level=config.augment) if config.batch_views
-             else make_two_views(policy, config.image_size, level=config.augment))
-    pairs = ViewPair(train_base, views, seed=config.seed)
-    test = Transformed(test_base, eval_transform(policy, config.image_size))
-    if len(pairs) < config.batch_size:
-        split = "training" if self_supervised else "labelled training"
-        raise ValueError(f"the {split} split has {len(pairs)} images, fewer than one batch of {config.batch_size}; "
-                         "lower batch_size or add data")
-    return pairs, test, num_classes(train_base)
-
-
-def steps_per_epoch(config: Config) -> int:
-    """Updates per epoch of the self-supervised run of `config` (builds the data set's index only)."""
-    train_split, _ = build_splits(config, self_supervised=True)
-    return len(train_split) // config.batch_size
-
-
-def budget_config(config: Config, steps: int | None) -> tuple[Config, int]:
-    """(configuration, updates) of a run with a budget of `steps` updates (None: the configuration's
-    own schedule). A budgeted run: enough epochs, constant learning rate after a warm-up of a tenth of
-    the budget (at most the configured warm-up), no step decay; it stops after `steps` updates."""
-    per_epoch = steps_per_epoch(config)
-    if per_epoch < 1:
-        raise ValueError(f"the training split is smaller than one batch of {config.batch_size}")
-    if steps is None:
-        return config, per_epoch * config.epochs
-    if steps < 1:
-        raise ValueError(f"steps={steps}; a budget of at least one update")
-    warmup = min(config.warmup_steps, max(1, steps // 10)) if config.warmup_steps else 0
-    return config.replace(epochs=math.ceil(steps / per_epoch), milestones=(), warmup_steps=warmup), int(steps)
 
 
 @torch.no_grad()
@@ -252,28 +152,96 @@ def probe_accuracy(encoder: Encoder, probes: Probes, loader, device, dtype=None)
     return {name: c / total for name, c in correct.items()}
 
 
-def autocast(device: torch.device, dtype):
-    """torch.autocast for `dtype` on `device`, or a no-op context for full precision."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+# ----------------------------------------------------------------------------- the state of a run
+
+@dataclass
+class Runtime:
+    """Where and how a run executes: its device, autocast dtype and process group."""
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+    context: distributed.Context = field(default_factory=distributed.Context)
 
 
-# ----------------------------------------------------------------------------- the loop
+@dataclass
+class TrainState:
+    """Everything that changes from one update to the next: what a checkpoint holds.
 
-def train_step(model, optimizer, scheduler, scaler, x1, x2, y, config: Config, nce_rng, device, dtype,
-               context: distributed.Context = distributed.Context()):
-    """One update of encoder, probes and mixture head (`model`: an AMDIM module, or DDP around one).
-    Returns (AMDIM losses, probe losses, probe logits), or (None, {term: value}, None) without updating
-    when a loss term or the gradient is not finite. With a mixture, losses["q"] holds its assignments."""
+    `encoder`, `probes` and `mixture` are the plain modules (their weights are what is saved); `model`
+    is what a step calls: the same modules as one AMDIM module, compiled and DDP-wrapped as configured.
+    """
+
+    encoder: Encoder
+    probes: Probes
+    mixture: nn.Module | None
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    nce_rng: torch.Generator  # draws the 5->5 source locations
+    step: int = 0
+    skipped: int = 0
+    last_eval: dict = field(default_factory=dict)
+
+    def checkpoint(self, config: Config) -> dict:
+        device_rng = torch.cuda.get_rng_state_all() if self.encoder_device().type == "cuda" else []
+        return {"step": self.step, "skipped": self.skipped, "config": config.to_dict(), "eval": self.last_eval,
+                "encoder": self.encoder.state_dict(), "probes": self.probes.state_dict(),
+                **({"mixture": self.mixture.state_dict()} if self.mixture is not None else {}),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "nce": self.nce_rng.get_state(), "cuda": device_rng}}
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint of the same configuration (weights, optimiser, schedule, RNGs)."""
+        self.encoder.load_state_dict(state["encoder"])
+        self.probes.load_state_dict(state["probes"])
+        if self.mixture is not None:
+            self.mixture.load_state_dict(state["mixture"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.nce_rng.set_state(state["rng"]["nce"])
+        if self.encoder_device().type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step, self.skipped, self.last_eval = state["step"], state.get("skipped", 0), state.get("eval", {})
+
+    def encoder_device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+
+def build_state(config: Config, n_classes: int, device: torch.device, steps_per_epoch: int) -> TrainState:
+    """A fresh run's modules, optimiser, schedule and RNG on `device` (seeded by the caller)."""
+    encoder = build_encoder(config).to(device)
+    probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout).to(device)
+    mixture = build_mixture(config)
+    if mixture is not None:
+        mixture.to(device)
+    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch,
+                                                      extra=(mixture,) if mixture is not None else ())
+    return TrainState(encoder, probes, mixture, build_model(config, encoder, probes, mixture), optimizer, scheduler,
+                      scaler, torch.Generator().manual_seed(config.seed + 1))
+
+
+# ----------------------------------------------------------------------------- one update
+
+def train_step(state: TrainState, x1, x2, y, config: Config, runtime: Runtime):
+    """One update of encoder, probes and mixture head. Returns (AMDIM losses, probe losses, probe
+    logits), or (None, {term: value}, None) without updating when a loss term or the gradient is not
+    finite. With a mixture, losses["q"] holds its assignments."""
+    device, context = runtime.device, runtime.context
     x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
-    with autocast(device, dtype):
-        f1, f2, logits, components = model(x1, x2)
+    with autocast(device, runtime.dtype):
+        f1, f2, logits, components = state.model(x1, x2)
         if components is None:
-            losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=nce_rng, context=context)
+            losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=state.nce_rng,
+                                context=context)
         else:  # the 1t7 task through the k mixture components (amdim_lib.mixture)
-            from .mixture import mixture_amdim_loss
             losses = mixture_amdim_loss(f1, f2, components, config.mixture_tau, config.mixture_alpha, config.tclip,
-                                        config.reg_weight, nce_rng, config.tasks, context=context)
+                                        config.reg_weight, state.nce_rng, config.tasks, context=context)
     # Unlabelled items (label -1, e.g. STL-10's unlabeled split) train the encoder but never the probes.
     labelled = y >= 0
     probe_losses = {name: F.cross_entropy(out[labelled], y[labelled]) if labelled.any() else out.sum() * 0.0
@@ -282,17 +250,17 @@ def train_step(model, optimizer, scheduler, scaler, x1, x2, y, config: Config, n
     if not _all_ranks_finite(total, context):
         terms = {k: float(v.detach()) for k, v in {**losses, **probe_losses}.items() if v.dim() == 0}
         return None, {k: v for k, v in terms.items() if not math.isfinite(v)} or terms, None
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
-    if not scaler.is_enabled():  # (the fp16 scaler skips non-finite gradients on its own)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(total).backward()
+    if not state.scaler.is_enabled():  # (the fp16 scaler skips non-finite gradients on its own)
+        params = [p for group in state.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
         if not _all_ranks_finite(grad_norm, context):
-            optimizer.zero_grad(set_to_none=True)
+            state.optimizer.zero_grad(set_to_none=True)
             return None, {"gradient norm": float(grad_norm)}, None
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
     return losses, probe_losses, logits
 
 
@@ -341,6 +309,8 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
+# ----------------------------------------------------------------------------- the loop
+
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: int | None = None,
           progress: bool = True) -> dict:
     """Train AMDIM with `config`, writing checkpoint.pt, config.json and metrics.jsonl into `out_dir`.
@@ -352,6 +322,59 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     Returns a summary: steps, final losses, online probe test accuracies, images/s.
     """
     out = Path(out_dir)
+    runtime = start_runtime(config, out)
+    torch.manual_seed(config.seed)
+    pairs, test_set, n_classes = build_data(config)
+    steps_per_epoch = len(pairs) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    state = build_state(config, n_classes, runtime.device, steps_per_epoch)
+    if resume:
+        resume_from_checkpoint(state, config, out)
+    if runtime.context.enabled:
+        state.model = distributed.wrap(state.model, runtime.device, config.tasks)
+    log = MetricsLog(out, state.step, runtime.context.is_main)
+    if runtime.context.is_main:
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
+    test_loader = make_loader(test_set, config, runtime.device, batch_size=256)
+    sampler, loader = epoch_loader(pairs, config, runtime.device, runtime.context.rank, runtime.context.world_size)
+    bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and runtime.context.is_main),
+               desc="train", unit="step", dynamic_ncols=True)
+    meter = Throughput(runtime.context.world_size)
+    last, halt = {}, False
+    with StopRequests() as stop, log:
+        while state.step < total_steps and state.step != stop_at_step and not halt:
+            epoch, start = divmod(state.step, steps_per_epoch)
+            sampler.set_epoch(epoch, start=start * (config.batch_size // runtime.context.world_size))
+            state.model.train()
+            for batch in loader:
+                x1, x2, y = pairs.views_on(batch, runtime.device)
+                outcome = train_step(state, x1, x2, y, config, runtime)
+                state.step += 1
+                meter.add(len(y))
+                last = _record_step(state, outcome, y, config, runtime, log, bar, meter, steps_per_epoch,
+                                    (total_steps, stop_at_step)) or last
+                bar.update(1)
+                end_of_epoch = state.step % steps_per_epoch == 0
+                if end_of_epoch and ((state.step // steps_per_epoch) % config.eval_every == 0 or state.step == total_steps):
+                    _evaluate_probes(state, test_loader, runtime, log, bar, steps_per_epoch)
+                halt = state.step == stop_at_step or distributed.any_rank(bool(stop.requested), runtime.context)
+                if end_of_epoch or halt or (config.checkpoint_every and state.step % config.checkpoint_every == 0):
+                    save_state(state, config, out, runtime.context)
+                if halt:
+                    break
+    bar.close()
+    if stop.requested and runtime.context.is_main:
+        print(f"{stop.requested} received: stopped after step {state.step} with a checkpoint in {out}; "
+              "continue with resume=True (--resume)")
+    return {"steps": state.step, "total_steps": total_steps, "finished": state.step >= total_steps,
+            "interrupted": stop.requested, "skipped_steps": state.skipped, "seconds": round(meter.seconds(), 1),
+            "images_per_s": meter.images_per_s(), "last": last, "eval": state.last_eval}
+
+
+def start_runtime(config: Config, out: Path) -> Runtime:
+    """The device (this process's GPU under torchrun), its autocast dtype and the process group;
+    rank 0 creates the run folder."""
     device = select_device(config.device)
     context = distributed.setup(device.type)  # one process, or one of torchrun's
     if context.enabled and device.type == "cuda":
@@ -360,139 +383,114 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     if config.batch_size % context.world_size:
         raise ValueError(f"batch_size={config.batch_size} (the global batch) must be divisible by the "
                          f"{context.world_size} processes")
-    local_batch = config.batch_size // context.world_size
-    progress = progress and context.is_main
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    dtype = autocast_dtype(config.amp, device)
-    torch.manual_seed(config.seed)
+    return Runtime(device, autocast_dtype(config.amp, device), context)
 
-    pairs, test_set, n_classes = build_data(config)
-    encoder = build_encoder(config).to(device)
-    probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout).to(device)
-    mixture = build_mixture(config)
-    if mixture is not None:
-        mixture.to(device)
-    steps_per_epoch = len(pairs) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, device, steps_per_epoch,
-                                                      extra=(mixture,) if mixture is not None else ())
-    nce_rng = torch.Generator().manual_seed(config.seed + 1)  # draws the 5->5 source locations
 
-    step, skipped, last_eval = 0, 0, {}
-    state = latest_run_checkpoint(out) if resume else None
-    if state is not None:
-        saved = Config.from_dict(state["config"])
-        # Where and how the run executes may change on resume; what it computes may not.
-        if saved.outcome() != config.outcome():
-            raise ValueError(f"the checkpoint in {out} was written with a different configuration; resume with "
-                             "the same settings or choose another output directory")
-        encoder.load_state_dict(state["encoder"])
-        probes.load_state_dict(state["probes"])
-        if mixture is not None:
-            mixture.load_state_dict(state["mixture"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        nce_rng.set_state(state["rng"]["nce"])
-        if device.type == "cuda" and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        step, skipped, last_eval = state["step"], state.get("skipped", 0), state.get("eval", {})
-    model = build_model(config, encoder, probes, mixture)
-    if context.enabled:
-        distributed.sync_batch_norms(model)
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=set(config.tasks) != {"1t5", "1t7", "5t5"})  # a task subset leaves a head unused
-    log_path = out / "metrics.jsonl"
+def resume_from_checkpoint(state: TrainState, config: Config, out: Path) -> None:
+    """Restore the newest readable checkpoint of `out`, if any; one of another configuration is refused."""
+    saved = latest_run_checkpoint(out)
+    if saved is None:
+        return
+    # Where and how the run executes may change on resume; what it computes may not.
+    if Config.from_dict(saved["config"]).outcome() != config.outcome():
+        raise ValueError(f"the checkpoint in {out} was written with a different configuration; resume with "
+                         "the same settings or choose another output directory")
+    state.restore(saved)
+
+
+def save_state(state: TrainState, config: Config, out: Path, context: distributed.Context) -> None:
+    """Rank 0 writes the checkpoint; the others wait, so that nobody runs ahead of the file."""
     if context.is_main:
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        _truncate_log(log_path, step)  # drop lines a killed run wrote after its last checkpoint
+        save_run_checkpoint(out, state.checkpoint(config), keep=config.keep_checkpoints)
+    distributed.barrier(context)
 
-    def checkpoint():
-        if not context.is_main:  # rank 0 writes; the others wait so that nobody runs ahead of the file
-            distributed.barrier(context)
-            return
-        save_run_checkpoint(out, {
-            "step": step, "skipped": skipped, "config": config.to_dict(), "eval": last_eval,
-            "encoder": encoder.state_dict(), "probes": probes.state_dict(),
-            **({"mixture": mixture.state_dict()} if mixture is not None else {}),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "nce": nce_rng.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-        }, keep=config.keep_checkpoints)
-        distributed.barrier(context)
 
-    # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
-    test_loader = make_loader(test_set, config, device, batch_size=256)
-    sampler, loader = epoch_loader(pairs, config, device, context.rank, context.world_size)
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
-    last, t0, seen = {}, time.perf_counter(), 0
-    with StopRequests() as stop, (open(log_path, "a") if context.is_main else open(os.devnull, "w")) as log:
-        def record(kind: str, values: dict):
-            log.write(json.dumps({"kind": kind, **values}) + "\n")
-            log.flush()
+class MetricsLog:
+    """metrics.jsonl of a run, appended one flushed JSON line a record (rank 0 only). Opening it drops
+    the lines a killed run wrote after its last checkpoint, so a resumed log reads as one run."""
 
-        halt = False
-        while step < total_steps and step != stop_at_step and not halt:
-            epoch, start = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch, start=start * local_batch)
-            model.train()
-            for batch in loader:
-                x1, x2, y = pairs.views_on(batch, device)
-                losses, probe_losses, logits = train_step(model, optimizer, scheduler, scaler, x1, x2, y,
-                                                          config, nce_rng, device, dtype, context)
-                step += 1
-                seen += 2 * len(y) * context.world_size
-                if losses is None:
-                    message = f"non-finite values at step {step}: {probe_losses}"
-                    if config.on_nonfinite == "stop":
-                        raise FloatingPointError(f"{message}. Nothing was updated; the last good checkpoint is in "
-                                                 f"{out}. Lower lr, keep tclip on, or set on_nonfinite=skip.")
-                    skipped += 1
-                    record("skip", {"step": step, "terms": probe_losses})
-                    bar.write(f"skipped step {step}: {message}")
-                elif step % config.log_every == 0 or step in (total_steps, stop_at_step):  # (a run's last step too)
-                    y = y.to(device)
-                    usage = _component_usage(losses.pop("q"), context) if "q" in losses else None
-                    losses = distributed.mean_over_ranks(losses, context)
-                    probe_losses = distributed.mean_over_ranks(probe_losses, context)
-                    last = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
-                            **{k: round(v.item(), 5) for k, v in losses.items()},
-                            **{f"probe_{k}_loss": round(v.item(), 5) for k, v in probe_losses.items()},
-                            **{f"probe_{k}_acc": (v.argmax(1) == y)[y >= 0].float().mean().nan_to_num().item()
-                               for k, v in logits.items()},
-                            "images_per_s": round(seen / (time.perf_counter() - t0), 1),
-                            **({"usage": usage} if usage is not None else {})}
-                    record("train", last)
-                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['probe_linear_acc']:.2f}")
-                bar.update(1)
-                end_of_epoch = step % steps_per_epoch == 0
-                if end_of_epoch and ((step // steps_per_epoch) % config.eval_every == 0 or step == total_steps):
-                    acc = probe_accuracy(encoder, probes, test_loader, device, dtype)  # (every rank: BN states agree)
-                    last_eval = {"step": step, "epoch": step // steps_per_epoch,
-                                 **{f"test_{k}_acc": v for k, v in acc.items()}}
-                    record("eval", last_eval)
-                    bar.write(f"epoch {last_eval['epoch']}: online probes on the test split: "
-                              f"linear {acc['linear']:.3f}, MLP {acc['mlp']:.3f}")
-                    model.train()
-                halt = step == stop_at_step or distributed.any_rank(bool(stop.requested), context)
-                if end_of_epoch or halt or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                    checkpoint()
-                if halt:
-                    break
-    bar.close()
-    if stop.requested and context.is_main:
-        print(f"{stop.requested} received: stopped after step {step} with a checkpoint in {out}; "
-              "continue with resume=True (--resume)")
-    elapsed = time.perf_counter() - t0
-    return {"steps": step, "total_steps": total_steps, "finished": step >= total_steps,
-            "interrupted": stop.requested, "skipped_steps": skipped,
-            "seconds": round(elapsed, 1), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
-            "last": last, "eval": last_eval}
+    def __init__(self, out: Path, step: int, enabled: bool = True):
+        self.path, self.enabled, self.file = out / "metrics.jsonl", enabled, None
+        if enabled:
+            truncate_metrics(out, step)
+
+    def __enter__(self):
+        if self.enabled:
+            self.file = open(self.path, "a")
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()
+
+    def write(self, kind: str, values: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"kind": kind, **values}) + "\n")
+            self.file.flush()
+
+
+class Throughput:
+    """Images (both views, every process) per second since the loop started."""
+
+    def __init__(self, world_size: int = 1):
+        self.world_size, self.images, self.start = world_size, 0, time.perf_counter()
+
+    def add(self, batch: int) -> None:
+        self.images += 2 * batch * self.world_size
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def images_per_s(self) -> float:
+        return round(self.images / max(self.seconds(), 1e-9), 1)
+
+
+def _record_step(state: TrainState, outcome, y, config: Config, runtime: Runtime, log: MetricsLog, bar, meter,
+                 steps_per_epoch: int, last_steps: tuple) -> dict | None:
+    """Log a skipped step (or stop the run on a non-finite one), and every `log_every` steps (and a
+    run's last) the losses and probe accuracies; returns the logged record, if any."""
+    losses, probe_losses, logits = outcome
+    if losses is None:
+        message = f"non-finite values at step {state.step}: {probe_losses}"
+        if config.on_nonfinite == "stop":
+            raise FloatingPointError(f"{message}. Nothing was updated; the last good checkpoint is in "
+                                     f"{log.path.parent}. Lower lr, keep tclip on, or set on_nonfinite=skip.")
+        state.skipped += 1
+        log.write("skip", {"step": state.step, "terms": probe_losses})
+        bar.write(f"skipped step {state.step}: {message}")
+        return None
+    if state.step % config.log_every and state.step not in last_steps:
+        return None
+    context = runtime.context
+    y = y.to(runtime.device)
+    usage = _component_usage(losses.pop("q"), context) if "q" in losses else None
+    losses = distributed.mean_over_ranks(losses, context)
+    probe_losses = distributed.mean_over_ranks(probe_losses, context)
+    record = {"step": state.step, "epoch": state.step / steps_per_epoch, "lr": state.scheduler.get_last_lr()[0],
+              **{k: round(v.item(), 5) for k, v in losses.items()},
+              **{f"probe_{k}_loss": round(v.item(), 5) for k, v in probe_losses.items()},
+              **{f"probe_{k}_acc": (v.argmax(1) == y)[y >= 0].float().mean().nan_to_num().item()
+                 for k, v in logits.items()},
+              "images_per_s": meter.images_per_s(), **({"usage": usage} if usage is not None else {})}
+    log.write("train", record)
+    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['probe_linear_acc']:.2f}")
+    return record
+
+
+def _evaluate_probes(state: TrainState, test_loader, runtime: Runtime, log: MetricsLog, bar,
+                     steps_per_epoch: int) -> None:
+    """The online probes' test accuracy at the end of an epoch (every rank: their BN states agree)."""
+    acc = probe_accuracy(state.encoder, state.probes, test_loader, runtime.device, runtime.dtype)
+    state.last_eval = {"step": state.step, "epoch": state.step // steps_per_epoch,
+                       **{f"test_{k}_acc": v for k, v in acc.items()}}
+    log.write("eval", state.last_eval)
+    bar.write(f"epoch {state.last_eval['epoch']}: online probes on the test split: "
+              f"linear {acc['linear']:.3f}, MLP {acc['mlp']:.3f}")
+    state.model.train()
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -524,14 +522,4 @@ def _component_usage(q: torch.Tensor, context: distributed.Context) -> list[floa
     return [round(float(c), 4) for c in counts / counts.sum()]
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
 
-
-def read_metrics(out_dir: str | Path) -> list[dict]:
-    """The records of a run's metrics.jsonl (kind 'train' every log_every steps, 'eval' per evaluation)."""
-    path = Path(out_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -27,10 +27,13 @@ learned-policy options, for ImageNet-sized photographs and for looking at single
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
+from PIL import Image
 
 POLICIES = ("cifar", "stl10", "imagenet")
 LEVELS = ("full", "crop", "flip", "none")  # augmentation strength, for ablations
@@ -248,3 +251,17 @@ class Transformed(torch.utils.data.Dataset):
     def __getitem__(self, index):
         image, label = self.base[index][:2]
         return self.transform(image), label
+
+
+def images_to_tensor(images: Mapping[str, object] | Sequence, image_size: int) -> torch.Tensor:
+    """PIL images (or (H, W, 3) arrays) -> normalised tensor (B, 3, S, S), resized when needed."""
+
+    fit, to_x = FitSize(image_size), to_tensor()
+    items = images.values() if isinstance(images, Mapping) else images
+    out = []
+    for image in items:
+        if not isinstance(image, Image.Image):
+            array = np.asarray(image)
+            image = Image.fromarray(array if array.dtype == np.uint8 else (np.clip(array, 0, 1) * 255).astype(np.uint8))
+        out.append(to_x(fit(image.convert("RGB"))))
+    return torch.stack(out)

@@ -41,29 +41,29 @@ def config_for(candidate: dict, seed: int, small: bool):
 
 
 def evaluation_data(image_size: int, seed: int, small: bool):
-    from amdim_lib import mixture
+    from amdim_lib import segmentation
     n, bank = (12, 16) if small else (96, 64)
-    x, masks, _ = mixture.shapes_batch("test", n, image_size, seed=seed)
-    x_bank = mixture.shapes_batch("test", bank, image_size, seed=seed, start=n)[0]
+    x, masks, _ = segmentation.shapes_batch("test", n, image_size, seed=seed)
+    x_bank = segmentation.shapes_batch("test", bank, image_size, seed=seed, start=n)[0]
     return x, masks, x_bank
 
 
 def run_candidate(args):
     name, candidate, seed, small, device, parallel, run_dir = args
     import torch
-    from amdim_lib import mixture
+    from amdim_lib import segmentation
     if parallel > 1:
         torch.set_num_threads(1)  # several candidates share the cores
     config = config_for(candidate, seed, small).replace(device=device, mixture_k=4, mixture_tau=candidate.get("tau", 1.0),
                                                         mixture_alpha=candidate.get("alpha", 0.1))
     start = time.perf_counter()
-    model = mixture.train_mixture(config, run_dir / f"{name.replace(' ', '_')}-seed{seed}",
+    model = segmentation.train_mixture(config, run_dir / f"{name.replace(' ', '_')}-seed{seed}",
                                   steps=4 if small else candidate["steps"])
     x, masks, x_bank = evaluation_data(config.image_size, seed, small)
-    bank = mixture.negative_bank(model.encoder, x_bank)
-    fine = mixture.evaluate_segmentation(model, x, masks, bank, shifts=4)
-    coarse = mixture.evaluate_segmentation(model, x, masks, bank, shifts=1)
-    km_trained = mixture.segmentation_ious(mixture.kmeans_labels(model.encoder, x, 4, 4, seed=seed), masks, 4)
+    bank = segmentation.negative_bank(model.encoder, x_bank)
+    fine = segmentation.evaluate_segmentation(model, x, masks, bank, shifts=4)
+    coarse = segmentation.evaluate_segmentation(model, x, masks, bank, shifts=1)
+    km_trained = segmentation.segmentation_ious(segmentation.kmeans_labels(model.encoder, x, 4, 4, seed=seed), masks, 4)
     return {"name": name, **{k: v for k, v in candidate.items() if k != "model"}, "model": candidate["model"],
             "iou_28": fine["mean"], "iou_7": coarse["mean"], "kmeans_trained_iou_28": float(km_trained.mean()),
             "last": model.history[-1], "seconds": round(time.perf_counter() - start, 1)}
@@ -72,8 +72,8 @@ def run_candidate(args):
 def baselines(seed: int, small: bool) -> dict:
     import numpy as np
     import torch
-    from amdim_lib import mixture
-    from amdim_lib.train import build_encoder
+    from amdim_lib import segmentation
+    from amdim_lib.build import build_encoder
     out = {}
     for label, model in (("small model", SMALL_MODEL), ("demo model", DEMO_MODEL)):
         config = config_for({"model": model}, seed, small)
@@ -81,11 +81,11 @@ def baselines(seed: int, small: bool) -> dict:
         torch.manual_seed(seed)
         encoder = build_encoder(config).eval()
         for per_image, over in ((True, ""), (False, " over the data set")):
-            out[f"k-means{over} random init ({label}), 28x28"] = float(mixture.segmentation_ious(
-                mixture.kmeans_labels(encoder, x, 4, 4, seed=seed, per_image=per_image), masks, 4).mean())
-    _, train_masks, _ = mixture.shapes_batch("train", 200, 32, seed=seed)
-    blob = mixture.centre_blob(32, mixture.fit_centre_blob(train_masks))
-    out["centre blob"] = float(np.mean([mixture.iou(blob, m) for m in masks]))
+            out[f"k-means{over} random init ({label}), 28x28"] = float(segmentation.segmentation_ious(
+                segmentation.kmeans_labels(encoder, x, 4, 4, seed=seed, per_image=per_image), masks, 4).mean())
+    _, train_masks, _ = segmentation.shapes_batch("train", 200, 32, seed=seed)
+    blob = segmentation.centre_blob(32, segmentation.fit_centre_blob(train_masks))
+    out["centre blob"] = float(np.mean([segmentation.iou(blob, m) for m in masks]))
     return out
 
 

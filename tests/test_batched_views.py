@@ -10,7 +10,7 @@ from PIL import Image
 
 from amdim_lib import batched_views as bv
 from amdim_lib.presets import Config, get_config
-from amdim_lib.train import build_data
+from amdim_lib.build import build_data
 from amdim_lib.views import NORMALISATION, ViewPair, eval_transform
 
 TV_ADJUST = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)

@@ -24,7 +24,8 @@ from amdim_lib.checkpoints import save_checkpoint
 from amdim_lib.datasets import build_dataset, default_root, fetch, num_classes, self_supervised_split
 from amdim_lib.presets import PRESETS, get_config
 from amdim_lib.results import PAPER_LINEAR, results_table, row, run_row, table_from_runs
-from amdim_lib.train import build_data, build_encoder, build_splits, train
+from amdim_lib.build import build_data, build_encoder, build_splits
+from amdim_lib.train import train
 from amdim_lib.views import VIEW_POLICIES, ViewPair, eval_transform, make_two_views
 
 

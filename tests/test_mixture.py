@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from amdim_lib import mixture
+from amdim_lib import datasets, mixture, segmentation, views
 from amdim_lib.encoder import Encoder, Features
-from amdim_lib.mixture import (MixtureHead, MixtureModel, component_nce_scores, dense_local_features, mixture_loss,
-                               mixture_objective, upsample_maps)
+from amdim_lib.mixture import MixtureHead, component_nce_scores, mixture_loss, mixture_objective
+from amdim_lib.segmentation import MixtureModel, dense_local_features, upsample_maps
 from amdim_lib.objectives import amdim_loss, nce_loss, tanh_clip
 
 
@@ -155,54 +155,54 @@ def test_upsampling_puts_each_value_at_its_receptive_field_centre():
 
 def test_component_scores_and_segmentation_on_a_tiny_model():
     model = _tiny_model(k=3)
-    x, masks, labels = mixture.shapes_batch("test", 6, 32)
+    x, masks, labels = segmentation.shapes_batch("test", 6, 32)
     assert x.shape == (6, 3, 32, 32) and masks.shape == (6, 32, 32) and masks.dtype == bool
-    bank = mixture.negative_bank(model.encoder, mixture.shapes_batch("test", 5, 32, start=50)[0])
-    s = mixture.component_scores(model, x, bank, shifts=2)
+    bank = segmentation.negative_bank(model.encoder, segmentation.shapes_batch("test", 5, 32, start=50)[0])
+    s = segmentation.component_scores(model, x, bank, shifts=2)
     assert s.shape == (6, 3, 14, 14) and (s <= 0).all()
-    in_batch = mixture.component_scores(model, x, None, shifts=1)
+    in_batch = segmentation.component_scores(model, x, None, shifts=1)
     assert in_batch.shape == (6, 3, 7, 7)
     with pytest.raises(ValueError):
-        mixture.component_scores(model, x[:1], None)
-    result = mixture.evaluate_segmentation(model, x, masks, bank, shifts=2)
+        segmentation.component_scores(model, x[:1], None)
+    result = segmentation.evaluate_segmentation(model, x, masks, bank, shifts=2)
     assert result["labels"].shape == (6, 32, 32) and 0 <= result["mean"] <= 1
-    assert np.allclose(result["per_image"], mixture.segmentation_ious(result["labels"], masks, 3))
+    assert np.allclose(result["per_image"], segmentation.segmentation_ious(result["labels"], masks, 3))
 
 
 def test_iou_best_match_blob_and_kmeans():
     a = np.zeros((4, 4), bool)
     a[:2] = True
-    assert mixture.iou(a, a) == 1.0 and mixture.iou(a, ~a) == 0.0 and mixture.iou(a[:, :2], a[:, :2] & False) == 0.0
+    assert segmentation.iou(a, a) == 1.0 and segmentation.iou(a, ~a) == 0.0 and segmentation.iou(a[:, :2], a[:, :2] & False) == 0.0
     labels = np.array([[0, 0, 1, 1]] * 4)
     mask = np.zeros((4, 4), bool)
     mask[:, 2:] = True
-    assert mixture.best_match_iou(labels, mask, 2) == (1.0, 1)
-    blob = mixture.centre_blob(32, 8)
+    assert segmentation.best_match_iou(labels, mask, 2) == (1.0, 1)
+    blob = segmentation.centre_blob(32, 8)
     assert blob[16, 16] and not blob[0, 0] and abs(blob.sum() - math.pi * 64) < 12
-    masks = np.stack([mixture.centre_blob(32, 6)] * 3)
-    assert abs(mixture.fit_centre_blob(masks) - 6) < 1.0
+    masks = np.stack([segmentation.centre_blob(32, 6)] * 3)
+    assert abs(segmentation.fit_centre_blob(masks) - 6) < 1.0
     # two well separated groups of locations (left / right half) are found by k-means
     feats = torch.zeros(1, 4, 7, 7)
     feats[0, 0, :, 4:] = 5.0
-    onehot = mixture.kmeans_probabilities(feats + 0.01 * torch.randn(1, 4, 7, 7), 2)
+    onehot = segmentation.kmeans_probabilities(feats + 0.01 * torch.randn(1, 4, 7, 7), 2)
     assert onehot.sum(1).eq(1).all()
     groups = onehot[0].argmax(0)
     assert (groups[:, :4] == groups[0, 0]).all() and (groups[:, 4:] != groups[0, 0]).all()
     # per image, a uniform image still splits into k groups; over the data set, it stays one group
     # when another image holds the other cluster
     pair = torch.stack([torch.zeros(4, 7, 7), torch.full((4, 7, 7), 5.0)]) + 0.01 * torch.randn(2, 4, 7, 7)
-    per_image, pooled = (mixture.kmeans_probabilities(pair, 2, per_image=p).argmax(1) for p in (True, False))
+    per_image, pooled = (segmentation.kmeans_probabilities(pair, 2, per_image=p).argmax(1) for p in (True, False))
     assert all(len(g.unique()) == 2 for g in per_image)
     assert [len(g.unique()) for g in pooled] == [1, 1] and pooled[0, 0, 0] != pooled[1, 0, 0]
 
 
 def test_images_to_tensor_and_photographs():
-    photos = mixture.load_photographs(32, names=("astronaut", "camera"))
+    photos = datasets.load_photographs(32, names=("astronaut", "camera"))
     assert set(photos) == {"astronaut", "camera"} and all(p.size == (32, 32) and p.mode == "RGB" for p in photos.values())
-    x = mixture.images_to_tensor(photos, 32)
+    x = views.images_to_tensor(photos, 32)
     assert x.shape == (2, 3, 32, 32)
-    assert mixture.images_to_tensor([np.zeros((40, 50, 3), np.float32)], 32).shape == (1, 3, 32, 32)
-    assert mixture.load_folder_images("/nonexistent/folder", 32) == {}
+    assert views.images_to_tensor([np.zeros((40, 50, 3), np.float32)], 32).shape == (1, 3, 32, 32)
+    assert datasets.load_folder_images("/nonexistent/folder", 32) == {}
 
 
 def test_load_folder_images(tmp_path):
@@ -210,7 +210,7 @@ def test_load_folder_images(tmp_path):
         (tmp_path / "test" / cls).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (40, 40), (i * 100, 50, 0)).save(tmp_path / "test" / cls / f"{i}.jpg")
-    images = mixture.load_folder_images(tmp_path, 32, n=3)
+    images = datasets.load_folder_images(tmp_path, 32, n=3)
     assert len(images) == 3 and {name.split("/")[0] for name in images} == {"cat", "dog"}
     assert all(img.size == (32, 32) for img in images.values())
 
@@ -221,11 +221,12 @@ def test_train_mixture_resumes_reloads_and_refuses_other_runs(tmp_path, smoke_co
     """train_mixture is AMDIM's training loop with the mixture: a run stopped early resumes to the
     uninterrupted run's weights, a finished run is loaded (not retrained), and a folder holding a run
     of other settings, or one without a mixture, is refused with a message that says what to do."""
-    from amdim_lib.train import budget_config, train
+    from amdim_lib.build import budget_config
+    from amdim_lib.train import train
 
     config = smoke_config.replace(train_size=64, test_size=32, batch_size=16, warmup_steps=1, mixture_k=2,
                                   probe_dropout=0.0, log_every=2)
-    model = mixture.train_mixture(config, tmp_path / "straight", steps=5)
+    model = segmentation.train_mixture(config, tmp_path / "straight", steps=5)
     assert model.steps == 5 and model.k == 2 and model.tau == config.mixture_tau and model.seconds > 0
     assert [r["step"] for r in model.history] == [2, 4, 5]  # every log_every updates, and the last one
     assert all(math.isfinite(r["mix"]) and len(r["usage"]) == 2 and abs(sum(r["usage"]) - 1) < 1e-3
@@ -233,19 +234,19 @@ def test_train_mixture_resumes_reloads_and_refuses_other_runs(tmp_path, smoke_co
 
     run_config, budget = budget_config(config, 5)
     train(run_config, tmp_path / "resumed", stop_at_step=2, progress=False)  # as if interrupted at update 2
-    resumed, trained = mixture.load_or_train(tmp_path / "resumed", config, steps=5)
+    resumed, trained = segmentation.load_or_train(tmp_path / "resumed", config, steps=5)
     assert trained and resumed.steps == 5 and [r["step"] for r in resumed.history] == [2, 4, 5]
-    x = mixture.shapes_batch("test", 4, 32)[0]
-    torch.testing.assert_close(mixture.component_scores(resumed, x), mixture.component_scores(model, x),
+    x = segmentation.shapes_batch("test", 4, 32)[0]
+    torch.testing.assert_close(segmentation.component_scores(resumed, x), segmentation.component_scores(model, x),
                                rtol=0, atol=1e-5)
 
-    again, trained = mixture.load_or_train(tmp_path / "straight", config, steps=5)
+    again, trained = segmentation.load_or_train(tmp_path / "straight", config, steps=5)
     assert not trained and again.history == model.history and again.seconds == 0
-    torch.testing.assert_close(mixture.component_scores(again, x), mixture.component_scores(model, x), rtol=0, atol=0)
+    torch.testing.assert_close(segmentation.component_scores(again, x), segmentation.component_scores(model, x), rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"different configuration \(mixture_k 2 -> 3\)"):
-        mixture.load_or_train(tmp_path / "straight", config.replace(mixture_k=3), steps=5)
+        segmentation.load_or_train(tmp_path / "straight", config.replace(mixture_k=3), steps=5)
     with pytest.raises(ValueError, match="mixture_k"):
-        mixture.train_mixture(config.replace(mixture_k=0), tmp_path / "plain", steps=1)
+        segmentation.train_mixture(config.replace(mixture_k=0), tmp_path / "plain", steps=1)
     train(config.replace(mixture_k=0, epochs=1), tmp_path / "plain", progress=False)
     with pytest.raises(ValueError, match="without a mixture head"):
         MixtureModel.from_run(tmp_path / "plain")
@@ -256,10 +257,10 @@ def test_train_mixture_resumes_reloads_and_refuses_other_runs(tmp_path, smoke_co
 @pytest.fixture(scope="module")
 def inspector_parts():
     model = _tiny_model(k=3, seed=5)
-    x, _, _ = mixture.shapes_batch("test", 2, 32)
+    x, _, _ = segmentation.shapes_batch("test", 2, 32)
     from amdim_lib.viz import to_display
     images = {"shape 0": to_display(x[0]), "shape 1": to_display(x[1])}
-    bank = mixture.negative_bank(model.encoder, mixture.shapes_batch("test", 4, 32, start=20)[0])
+    bank = segmentation.negative_bank(model.encoder, segmentation.shapes_batch("test", 4, 32, start=20)[0])
     return model, images, bank
 
 

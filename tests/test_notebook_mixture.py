@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amdim_lib import mixture
+from amdim_lib import segmentation
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
 
 NOTEBOOK = NOTEBOOKS_DIR / "07_mixture_segmentation.ipynb"
@@ -46,17 +46,17 @@ def test_segmentation_numbers(executed):
     assert all(0.0 <= v <= 1.0 for table in (m["iou"], m["iou_7x7"]) for v in table.values())
     assert m["iou_7x7"]["centre_blob"] == m["iou"]["centre_blob"]
     # The centre blob, recomputed here from the notebook's radius on the same test images.
-    _, masks, _ = mixture.shapes_batch("test", m["eval_images"], 32, seed=0)
-    blob = mixture.centre_blob(32, m["blob_radius"])
-    assert m["iou"]["centre_blob"] == pytest.approx(np.mean([mixture.iou(blob, x) for x in masks]))
-    _, train_masks, _ = mixture.shapes_batch("train", 200, 32, seed=0)
-    assert m["blob_radius"] == pytest.approx(mixture.fit_centre_blob(train_masks))
+    _, masks, _ = segmentation.shapes_batch("test", m["eval_images"], 32, seed=0)
+    blob = segmentation.centre_blob(32, m["blob_radius"])
+    assert m["iou"]["centre_blob"] == pytest.approx(np.mean([segmentation.iou(blob, x) for x in masks]))
+    _, train_masks, _ = segmentation.shapes_batch("train", 200, 32, seed=0)
+    assert m["blob_radius"] == pytest.approx(segmentation.fit_centre_blob(train_masks))
     # Per-image values behind the means; the labels are valid component maps.
     seg = np.load(out / "segmentation.npz")
     assert seg["mixture"].mean() == pytest.approx(m["iou"]["mixture"])
     assert seg["kmeans_random"].mean() == pytest.approx(m["iou"]["kmeans_random"])
     assert seg["labels"].shape == (m["eval_images"], 32, 32) and 0 <= seg["labels"].min() and seg["labels"].max() < m["k"]
-    assert np.allclose(mixture.segmentation_ious(seg["labels"], masks, m["k"]), seg["mixture"])
+    assert np.allclose(segmentation.segmentation_ious(seg["labels"], masks, m["k"]), seg["mixture"])
     # Clustering local colours finds a Shapes object far better than a centred disc, even untrained.
     assert m["iou"]["kmeans_random"] > m["iou"]["centre_blob"] + 0.1
     assert m["beats_baselines"] == (m["iou"]["mixture"] > max(m["iou"]["kmeans_random"], m["iou"]["centre_blob"]))
@@ -84,7 +84,7 @@ def test_images_inspector_and_figures(executed):
     for name in FIGURES:
         assert (out / f"{name}.png").stat().st_size > 5000, name
     for k in (2, 4, 8):
-        model = mixture.MixtureModel.from_run(out / f"mixture_k{k}")
+        model = segmentation.MixtureModel.from_run(out / f"mixture_k{k}")
         assert model.k == k and model.steps == m["steps"] and model.tau == m["tau"] and model.alpha == m["alpha"]
     executed_nb = nbformat.read(out / NOTEBOOK.name, as_version=4)
     noise = [o.get("text", "") for c in executed_nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]

@@ -11,17 +11,17 @@ import torch
 from amdim_lib.bench import bench_end_to_end
 from amdim_lib.checkpoints import load_checkpoint
 from amdim_lib.presets import get_config
-from amdim_lib.train import Probes, build_encoder, build_model, build_optimisation, train, train_step
+from amdim_lib.train import Runtime, build_state, train, train_step
 
 
 def _one_step(config):
     torch.manual_seed(0)
-    encoder, probes = build_encoder(config), Probes(config.n_rkhs, 10, dropout=0.0)
-    optimizer, scheduler, scaler = build_optimisation(config, encoder, probes, torch.device("cpu"), 1)
+    state = build_state(config.replace(probe_dropout=0.0), 10, torch.device("cpu"), 1)
+    state.nce_rng = torch.Generator().manual_seed(2)
     x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.arange(8) % 10
-    losses, _, _ = train_step(build_model(config, encoder, probes), optimizer, scheduler, scaler, x1, x2, y, config,
-                              torch.Generator().manual_seed(2), torch.device("cpu"), None)
+    losses, _, _ = train_step(state, x1, x2, y, config, Runtime(torch.device("cpu")))
+    encoder = state.encoder
     return losses, encoder
 
 

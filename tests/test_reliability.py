@@ -19,7 +19,8 @@ from amdim_lib.__main__ import main
 from amdim_lib.checkpoints import latest_run_checkpoint, load_checkpoint, save_checkpoint, save_run_checkpoint
 from amdim_lib.datasets import build_dataset
 from amdim_lib.presets import get_config
-from amdim_lib.train import read_metrics, train
+from amdim_lib.checkpoints import read_metrics
+from amdim_lib.train import train
 
 SMOKE_RUN = ["--preset", "smoke", "--no-progress", "--set", "train_size=128", "--set", "batch_size=16",
              "--set", "epochs=3", "--set", "checkpoint_every=1"]

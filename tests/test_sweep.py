@@ -5,7 +5,7 @@ import json
 import pytest
 
 from amdim_lib import sweep
-from amdim_lib.train import budget_config
+from amdim_lib.build import budget_config
 from amdim_lib.presets import Config, get_config
 from amdim_lib.sweep import VARIANTS, Scaled, Variant
 
@@ -107,7 +107,8 @@ def test_a_sweep_writes_results_and_resumes_without_retraining(tiny, tmp_path):
 
 
 def test_a_run_killed_mid_training_continues_from_its_checkpoint(tiny, tmp_path):
-    from amdim_lib.train import read_metrics, train
+    from amdim_lib.checkpoints import read_metrics
+    from amdim_lib.train import train
 
     run_dir = tmp_path / "full" / "seed0"
     config, steps = budget_config(sweep.variant_config(tiny, VARIANTS["full"], 0), 5)

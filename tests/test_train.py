@@ -5,7 +5,9 @@ import torch
 
 from amdim_lib.presets import Config, get_config
 from amdim_lib.checkpoints import load_checkpoint, save_checkpoint
-from amdim_lib.train import EpochSampler, encoder_from_checkpoint, lr_factor, read_metrics, select_device, train
+from amdim_lib.train import EpochSampler, lr_factor, train
+from amdim_lib.build import encoder_from_checkpoint, select_device
+from amdim_lib.checkpoints import read_metrics
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from amdim_lib import reference, viz, widgets  # noqa: E402
+from amdim_lib import geometry, reference, viz, widgets  # noqa: E402
 from amdim_lib.encoder import Encoder, Features, count_parameters  # noqa: E402
 from amdim_lib.objectives import amdim_loss, nce_loss, tanh_clip  # noqa: E402
 
@@ -51,7 +51,7 @@ HAND = {
 
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_receptive_fields_match_a_hand_computation(size):
-    fields = viz.receptive_fields(size)
+    fields = geometry.receptive_fields(size)
     for name, (field, jump, offset) in HAND[size].items():
         f = fields[name]
         assert (f.size, f.jump, f.offset) == (field, jump, offset), name
@@ -61,57 +61,57 @@ def test_receptive_fields_match_a_hand_computation(size):
 
 
 def test_receptive_field_boxes_at_32_px():
-    r7 = viz.receptive_fields(32)["r7"]
+    r7 = geometry.receptive_fields(32)["r7"]
     assert r7.box(0, 0) == (0, 0, 7, 7)
     assert r7.box(1, 2) == (4, 8, 11, 15)
     assert r7.box(6, 6) == (24, 24, 31, 31)  # the last location ends exactly at the border
     assert r7.centre(0, 0) == (3.5, 3.5)
-    r5 = viz.receptive_fields(32)["r5"]
+    r5 = geometry.receptive_fields(32)["r5"]
     assert r5.box(4, 0) == (16, 0, 31, 15)
     with pytest.raises(IndexError, match="7x7"):
         r7.box(7, 0)
     # At 128 px the reflect-padded stem looks past the border: boxes are clipped to the image.
-    r7 = viz.receptive_fields(128)["r7"]
+    r7 = geometry.receptive_fields(128)["r7"]
     assert r7.box(0, 6) == (0, 94, 32, 127)
 
 
 def test_receptive_fields_do_not_depend_on_the_widths():
     wide = Encoder(32, ndf=16, n_rkhs=64, n_depth=3)
-    assert viz.receptive_fields(32, wide) == viz.receptive_fields(32)
+    assert geometry.receptive_fields(32, wide) == geometry.receptive_fields(32)
     with pytest.raises(ValueError, match="32 px"):
-        viz.receptive_fields(64, wide)
+        geometry.receptive_fields(64, wide)
 
 
 def test_conv_geometry_walks_the_layer_stack_in_order():
     encoder = Encoder(128, ndf=1, n_rkhs=8, n_depth=1)
-    stem = viz.conv_geometry(encoder.to_r7)[:2]
+    stem = geometry.conv_geometry(encoder.to_r7)[:2]
     assert stem == [(5, 2, 2), (3, 1, 0)]
-    assert all(k == 1 and s == 1 for k, s, _ in viz.conv_geometry(encoder.head7))
+    assert all(k == 1 and s == 1 for k, s, _ in geometry.conv_geometry(encoder.head7))
     with pytest.raises(ValueError, match="square"):
-        viz.conv_geometry(torch.nn.Conv2d(1, 1, (3, 1)))
+        geometry.conv_geometry(torch.nn.Conv2d(1, 1, (3, 1)))
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_gradients_stay_inside_the_computed_receptive_field(size):
     """Empirical check: one location's gradient w.r.t. the input is nonzero exactly on its computed box."""
-    fields = viz.receptive_fields(size)
-    encoder = viz.perturbed_encoder(size, seed=1)
+    fields = geometry.receptive_fields(size)
+    encoder = geometry.perturbed_encoder(size, seed=1)
     for name, loc in (("r7", (1, 2)), ("r7", (6, 6)), ("r5", (3, 0))):
-        grad = viz.gradient_footprint(encoder, name, *loc, seed=2)
+        grad = geometry.gradient_footprint(encoder, name, *loc, seed=2)
         box = fields[name].box(*loc)
         top, left, bottom, right = box
         inside = np.zeros_like(grad, dtype=bool)
         inside[top:bottom + 1, left:right + 1] = True
         assert not grad[~inside].any(), f"{name}{loc} depends on pixels outside {box}"
-        assert viz.nonzero_box(grad) == box, f"{name}{loc}: the gradient does not reach the edges of {box}"
-    grad = viz.gradient_footprint(encoder, "r1", 0, 0)
-    assert viz.nonzero_box(grad) == (0, 0, size - 1, size - 1)
+        assert geometry.nonzero_box(grad) == box, f"{name}{loc}: the gradient does not reach the edges of {box}"
+    grad = geometry.gradient_footprint(encoder, "r1", 0, 0)
+    assert geometry.nonzero_box(grad) == (0, 0, size - 1, size - 1)
 
 
 def test_nonzero_box_refuses_an_all_zero_array():
-    assert viz.nonzero_box(np.eye(3)) == (0, 0, 2, 2)
+    assert geometry.nonzero_box(np.eye(3)) == (0, 0, 2, 2)
     with pytest.raises(ValueError):
-        viz.nonzero_box(np.zeros((3, 3)))
+        geometry.nonzero_box(np.zeros((3, 3)))
 
 
 # ----------------------------------------------------------------------------- summaries and figures
