@@ -80,6 +80,12 @@ def build_splits(config: Config, self_supervised: bool = False):
                  for split, size in ((train_split, config.train_size), ("test", config.test_size)))
 
 
+def eval_dataset(dataset, config: Config) -> Transformed:
+    """`dataset` read through the deterministic test transform of `config` (its view policy and size):
+    what the online probes, the frozen-feature probes and the test split of every run see."""
+    return Transformed(dataset, eval_transform(resolve_policy(config.policy, config.image_size), config.image_size))
+
+
 def build_data(config: Config, self_supervised: bool = True):
     """(two-view training set, test set with the test transform, number of classes).
 
@@ -91,18 +97,19 @@ def build_data(config: Config, self_supervised: bool = True):
     views = (BatchedViews(policy, config.image_size, level=config.augment) if config.batch_views
              else make_two_views(policy, config.image_size, level=config.augment))
     pairs = ViewPair(train_base, views, seed=config.seed)
-    test = Transformed(test_base, eval_transform(policy, config.image_size))
     if len(pairs) < config.batch_size:
         split = "training" if self_supervised else "labelled training"
         raise ValueError(f"the {split} split has {len(pairs)} images, fewer than one batch of {config.batch_size}; "
                          "lower batch_size or add data")
-    return pairs, test, num_classes(train_base)
+    return pairs, eval_dataset(test_base, config), num_classes(train_base)
 
 
-def steps_per_epoch(config: Config) -> int:
-    """Updates per epoch of the self-supervised run of `config` (builds the data set's index only)."""
-    train_split, _ = build_splits(config, self_supervised=True)
-    return len(train_split) // config.batch_size
+def steps_per_epoch(config: Config, train_set=None) -> int:
+    """Updates per epoch: the whole batches of `config.batch_size` in `train_set`, by default the
+    training split of the self-supervised run of `config` (then only the data set's index is built)."""
+    if train_set is None:
+        train_set, _ = build_splits(config, self_supervised=True)
+    return len(train_set) // config.batch_size
 
 
 def budget_config(config: Config, steps: int | None) -> tuple[Config, int]:

@@ -3,6 +3,9 @@
 Protocol: features are extracted once, in eval mode (BN uses the statistics of training, never of
 test data), with the deterministic test transform. A probe's regularisation is chosen on a held-out
 part of the training features, the probe is refitted on all of them, and the test split is scored once.
+From an encoder to accuracies there is one path: `feature_sets` (the labelled splits through the test
+transform) scored by `evaluate_features`; `probe_encoder` takes it for one encoder on optionally
+capped splits, `evaluate_encoder` for an encoder beside its baselines.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .build import build_encoder, build_splits, eval_dataset
 from .encoder import Encoder
+from .presets import Config
+from .results import markdown_table
+
+TRAINED = "AMDIM (trained)"  # the feature set of the encoder under evaluation
 
 
 @torch.no_grad()
@@ -96,7 +104,7 @@ def evaluate_features(train_x, train_y, test_x, test_y, mlp: bool = False, seed:
     return result
 
 
-def capped_splits(config, train_limit: int | None, test_limit: int | None):
+def capped_splits(config: Config, train_limit: int | None, test_limit: int | None) -> Config:
     """`config` reading at most `train_limit` / `test_limit` images of each split (None: no cap)."""
     def capped(limit, size):
         return size if limit is None else (limit if size is None else min(limit, size))
@@ -104,29 +112,37 @@ def capped_splits(config, train_limit: int | None, test_limit: int | None):
                           test_size=capped(test_limit, config.test_size))
 
 
-def feature_sets(encoder: Encoder, config, baselines: bool = True, device="cpu") -> dict[str, tuple]:
+def feature_sets(encoder: Encoder, config: Config, baselines: bool = True, device="cpu") -> dict[str, tuple]:
     """Train/test features of a trained encoder and, with `baselines`, of the same architecture at
     random initialisation and of raw pixels, all with the test transform of the run's data set."""
-    from .build import build_encoder, build_splits
-    from .views import Transformed, eval_transform, resolve_policy
-
     # STL-10: the probes' training split is the labelled train split (build_splits' default), never
     # train+unlabeled. Transfer (e.g. an ImageNet encoder probed on Places205): pass the encoder with a
     # config whose dataset/data_dir name the other data set (`python -m amdim_lib eval --dataset ...`).
-    transform = eval_transform(resolve_policy(config.policy, config.image_size), config.image_size)
-    splits = dict(zip(("train", "test"), (Transformed(split, transform) for split in build_splits(config))))
-    encoders = {"AMDIM (trained)": encoder}
+    train_split, test_split = (eval_dataset(split, config) for split in build_splits(config))
+    encoders = {TRAINED: encoder}
     if baselines:
         torch.manual_seed(config.seed)
         encoders["random init"] = build_encoder(config)
         encoders["raw pixels"] = None
-    return {name: (*extract_features(enc, splits["train"], device=device),
-                   *extract_features(enc, splits["test"], device=device))
+    return {name: (*extract_features(enc, train_split, device=device),
+                   *extract_features(enc, test_split, device=device))
             for name, enc in encoders.items()}
 
 
-def evaluate_encoder(encoder: Encoder, config, baselines: bool = True, mlp: bool = False, device="cpu") -> dict:
-    """{feature set: {probe: test accuracy}} for the trained encoder and its baselines."""
+def probe_encoder(encoder: Encoder, config: Config, train_limit: int | None = None, test_limit: int | None = None,
+                  mlp: bool = False, device="cpu") -> dict:
+    """Test accuracies of the probes (`evaluate_features`: linear and kNN, with `mlp` the MLP too) on a
+    frozen encoder's r1 over the labelled splits of `config`, at most `train_limit` / `test_limit`
+    images of each (None: the whole split), seeded by `config.seed`; `n_train` / `n_test` say how many
+    images the probes used."""
+    features = feature_sets(encoder, capped_splits(config, train_limit, test_limit), baselines=False, device=device)
+    train_x, train_y, test_x, test_y = features[TRAINED]
+    return {**evaluate_features(train_x, train_y, test_x, test_y, mlp=mlp, seed=config.seed),
+            "n_train": int(len(train_y)), "n_test": int(len(test_y))}
+
+
+def evaluate_encoder(encoder: Encoder, config: Config, baselines: bool = True, mlp: bool = False, device="cpu") -> dict:
+    """{feature set: {probe: test accuracy}} for the trained encoder and its baselines (`feature_sets`)."""
     return {name: evaluate_features(*feats, mlp=mlp, seed=config.seed)
             for name, feats in feature_sets(encoder, config, baselines, device).items()}
 
@@ -134,7 +150,6 @@ def evaluate_encoder(encoder: Encoder, config, baselines: bool = True, mlp: bool
 def results_table(results: dict) -> str:
     """A markdown table of {feature set: {probe: accuracy}}."""
     probes = list(next(iter(results.values())))
-    lines = ["| features | " + " | ".join(f"{p} acc. (%)" for p in probes) + " |",
-             "|---|" + "---:|" * len(probes)]
-    lines += [f"| {name} | " + " | ".join(f"{100 * row[p]:.1f}" for p in probes) + " |" for name, row in results.items()]
-    return "\n".join(lines)
+    return markdown_table(["features", *(f"{p} acc. (%)" for p in probes)],
+                          [[name, *(f"{100 * row[p]:.1f}" for p in probes)] for name, row in results.items()],
+                          "l" + "r" * len(probes))

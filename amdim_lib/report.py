@@ -8,7 +8,6 @@ computed here because they exist only to be drawn.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -16,7 +15,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .results import DISPLAY, PAPER_LINEAR, paper_key
+from .checkpoints import read_json, read_metrics
+from .results import DISPLAY, PAPER_LINEAR, markdown_table, paper_key
 
 LOSS_TERMS = ("1t5", "1t7", "5t5")
 LOCATIONS = {"1t5": 25, "1t7": 49, "5t5": 25}  # target locations per image of each pair (32-128 px encoders)
@@ -25,7 +25,7 @@ LOCATIONS = {"1t5": 25, "1t7": 49, "5t5": 25}  # target locations per image of e
 # ----------------------------------------------------------------------------- training curves
 
 def split_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(train records, eval records) of a metrics.jsonl log (`amdim_lib.train.read_metrics`)."""
+    """(train records, eval records) of a metrics.jsonl log (`checkpoints.read_metrics`)."""
     return [r for r in records if r.get("kind") == "train"], [r for r in records if r.get("kind") == "eval"]
 
 
@@ -170,14 +170,6 @@ def training_metrics(records: list[dict], summary: dict, config, preset: str, de
             "online_probe_test_per_epoch": [{k: e[k] for k in e if k != "kind"} for e in evals]}
 
 
-def read_json(path: str | Path) -> dict | None:
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 # ----------------------------------------------------------------------------- probe results
 
 def plot_probe_results(results: dict[str, dict[str, float]], n_classes: int | None = None,
@@ -233,6 +225,7 @@ def label_efficiency(train_x, train_y, test_x, test_y, counts, C: float = 0.1, r
     existing full-data result for n=None instead of refitting. Returns one dict per count: per_class,
     n_labels, mean, std, accuracies.
     """
+    # lazy: sklearn takes seconds to import, and only these two analyses need it
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -292,6 +285,7 @@ def embed_2d(features, labels, n_points: int = 1000, seed: int = 0, perplexity: 
     Features are standardised and reduced to 50 principal components first (the usual speed-up).
     Returns (xy (n, 2), labels (n,)).
     """
+    # lazy: sklearn takes seconds to import, and only these two analyses need it
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
     from sklearn.preprocessing import StandardScaler
@@ -359,19 +353,17 @@ def comparison_table(dataset: str, results: dict[str, dict[str, float]], compute
     name, paper = paper_reference(dataset, data_dir)
     probes = [p for p in ("linear", "mlp", "knn") if any(p in r for r in results.values())]
     header = {"linear": "linear (%)", "mlp": "MLP (%)", "knn": "kNN (%)"}
-    lines = [f"| model | data set | preset | compute | " + " | ".join(header[p] for p in probes) + " |",
-             "|---|---|---|---|" + "---:|" * len(probes)]
     if paper is not None:
-        cells = [f"**{paper:.1f}**" if p == "linear" else "–" for p in probes]
-        lines.append(f"| AMDIM (paper, large model) | {name} | paper | as reported | " + " | ".join(cells) + " |")
+        rows = [["AMDIM (paper, large model)", name, "paper", "as reported",
+                 *(f"**{paper:.1f}**" if p == "linear" else "–" for p in probes)]]
     else:
-        cells = ["n/a" for _ in probes]
-        lines.append(f"| AMDIM (paper) | {name} | – | no paper figure for {name}; compare with the baselines below | "
-                     + " | ".join(cells) + " |")
-    for model, row in results.items():
-        cells = [f"{100 * row[p]:.1f}" if p in row and row[p] is not None else "–" for p in probes]
-        lines.append(f"| {model} | {name} | {preset} | {compute.get(model, '–')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows = [["AMDIM (paper)", name, "–", f"no paper figure for {name}; compare with the baselines below",
+                 *("n/a" for _ in probes)]]
+    rows += [[model, name, preset, compute.get(model, "–"),
+              *(f"{100 * row[p]:.1f}" if p in row and row[p] is not None else "–" for p in probes)]
+             for model, row in results.items()]
+    return markdown_table(["model", "data set", "preset", "compute", *(header[p] for p in probes)], rows,
+                          "llll" + "r" * len(probes))
 
 
 # ----------------------------------------------------------------------------- what a run cost
@@ -383,8 +375,6 @@ def run_compute(train_dir: str | Path, config, trained_summary: dict | None = No
     metrics.json (written by notebook 04), else its metrics.jsonl (updates; wall time estimated from
     the logged throughput). Returns device, preset, steps, batch_size, seconds, seconds_source.
     """
-    from .checkpoints import read_metrics
-
     out = {"device": device or "?", "preset": None, "steps": None, "batch_size": config.batch_size,
            "seconds": None, "seconds_source": "unknown"}
     if trained_summary is not None:

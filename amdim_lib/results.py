@@ -7,13 +7,16 @@ A run directory is what `python -m amdim_lib train` / `eval` write: `config.json
 `eval.json` (frozen-feature probes: {feature set: {probe: accuracy}}), `eval_info.json` (what `eval`
 evaluated, e.g. a transfer to another data set) and `metrics.jsonl` (the online probes). Rows can
 also be made directly with `row(...)`, e.g. from a notebook's metrics.json. Accuracies are fractions
-in [0, 1] everywhere and printed in %.
+in [0, 1] everywhere and printed in %. Every markdown table of the library is drawn by `markdown_table`.
+A run file that exists but does not parse is an error naming it (`checkpoints.read_json`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Iterable, Sequence
+
+from .checkpoints import read_json, read_jsonl
 
 # Linear-evaluation accuracies (%) reported for AMDIM: CIFAR-10/100 and STL-10 for the paper's large
 # model; ImageNet and Places205 from the official code's README (Places205: the ImageNet encoder's
@@ -56,23 +59,15 @@ def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn
             "linear": linear, "mlp": mlp, "knn": knn, "online": online}
 
 
-def _json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a killed run
-    return out
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: str | None = None) -> str:
+    """A markdown table: one line of `headers`, the alignment line, one line per row of cells.
+    align: one letter per column, "l" (left) or "r" (right, for numbers); None: all left."""
+    align = align or "l" * len(headers)
+    if len(align) != len(headers) or set(align) - {"l", "r"}:
+        raise ValueError(f"align={align!r}: give one of 'l' or 'r' for each of the {len(headers)} columns")
+    rule = "|" + "".join("---:|" if side == "r" else "---|" for side in align)
+    return "\n".join(["| " + " | ".join(map(str, headers)) + " |", rule]
+                     + ["| " + " | ".join(map(str, cells)) + " |" for cells in rows])
 
 
 def describe(config: dict, steps: int | None = None) -> str:
@@ -88,9 +83,9 @@ def run_row(run_dir: str | Path, name: str | None = None) -> dict:
     """The row of one run directory: frozen-feature probes (eval.json, its 'AMDIM (trained)' entry)
     when present, else the online probes' last evaluation (metrics.jsonl)."""
     run_dir = Path(run_dir)
-    info = _json(run_dir / "eval_info.json") or {}
-    config = _json(run_dir / "config.json") or info.get("config") or {}
-    records = _records(run_dir / "metrics.jsonl")
+    info = read_json(run_dir / "eval_info.json") or {}
+    config = read_json(run_dir / "config.json") or info.get("config") or {}
+    records = read_jsonl(run_dir / "metrics.jsonl")
     steps = max((r.get("step", 0) for r in records), default=None)
     evaluated = info.get("dataset") or config.get("dataset")
     if evaluated is None:
@@ -98,7 +93,7 @@ def run_row(run_dir: str | Path, name: str | None = None) -> dict:
     trained_on = info.get("trained_on") or config.get("dataset")
     data_dir = config.get("data_dir") if evaluated == config.get("dataset") else None
     common = dict(run=name or run_dir.name, setting=describe(config, steps), data_dir=data_dir, trained_on=trained_on)
-    results = _json(run_dir / "eval.json") or {}
+    results = read_json(run_dir / "eval.json") or {}
     ours = results.get("AMDIM (trained)") or (next(iter(results.values())) if results else None)
     if ours:
         return row(evaluated, ours.get("linear"), ours.get("mlp"), ours.get("knn"), **common)
@@ -113,6 +108,13 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _cells(r: dict) -> list[str]:
+    paper = PAPER_LINEAR.get(r["paper_key"])
+    run = r["run"] + (" (online probes)" if r.get("online") else "")
+    return [r["name"], run, r["setting"] or "–", _cell(r["linear"]), _cell(r["mlp"]), _cell(r["knn"]),
+            "–" if paper is None else f"{paper:.1f}"]
+
+
 def results_table(rows: list[dict], include_missing: bool = True, notes: bool = True) -> str:
     """Markdown: one line per row, the paper's linear figure beside ours; with include_missing, a line
     for each paper data set without a run (our cells empty), so the table always shows the targets."""
@@ -122,14 +124,9 @@ def results_table(rows: list[dict], include_missing: bool = True, notes: bool = 
         present = {r["paper_key"] for r in rows}
         rows = rows + [row(key, run="not run yet") for key in order if key not in present]
         rows = sorted(rows, key=lambda r: order.index(r["paper_key"]) if r["paper_key"] in order else len(order))
-    lines = ["| data set | run | encoder, training | linear (%) | MLP (%) | kNN (%) | paper, linear (%) |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        paper = PAPER_LINEAR.get(r["paper_key"])
-        run = r["run"] + (" (online probes)" if r.get("online") else "")
-        lines.append(f"| {r['name']} | {run} | {r['setting'] or '–'} | {_cell(r['linear'])} | {_cell(r['mlp'])} | "
-                     f"{_cell(r['knn'])} | {'–' if paper is None else f'{paper:.1f}'} |")
-    return "\n".join(lines) + (f"\n\n{PROTOCOL}" if notes else "")
+    table = markdown_table(["data set", "run", "encoder, training", "linear (%)", "MLP (%)", "kNN (%)",
+                            "paper, linear (%)"], map(_cells, rows), "lllrrrr")
+    return table + (f"\n\n{PROTOCOL}" if notes else "")
 
 
 def table_from_runs(run_dirs, include_missing: bool = True, notes: bool = True) -> str:

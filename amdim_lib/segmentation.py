@@ -297,15 +297,3 @@ def evaluate_segmentation(model: MixtureModel, x: torch.Tensor, masks: np.ndarra
     return {"per_image": per_image, "mean": float(per_image.mean()), "labels": labels,
             "best": np.array([m[1] for m in matches])}
 
-
-def probe_r1(encoder: Encoder, config: Config, train_size: int, test_size: int, seed: int = 0) -> float:
-    """Linear-probe test accuracy (`evaluate.linear_probe`) on frozen r1 features of `config`'s data."""
-    from .datasets import build_dataset
-    from .evaluate import extract_features, linear_probe
-    from .views import Transformed, eval_transform, resolve_policy
-
-    transform = eval_transform(resolve_policy(config.policy, config.image_size), config.image_size)
-    feats = [extract_features(encoder, Transformed(build_dataset(config.dataset, split, config.image_size,
-                                                                 config.data_dir, size, config.seed), transform))
-             for split, size in (("train", train_size), ("test", test_size))]
-    return linear_probe(*feats[0], *feats[1], seed=seed)["accuracy"]

@@ -2,15 +2,16 @@
 
 Everything except the loss matches the self-supervised run of `amdim_lib.train`: the same
 architecture (`build_encoder`), the same two-view data with the same augmentation (`build_data`),
-the same optimiser and warm-up + step-decay schedule (`build_optimisation`), the same device and
-mixed precision rules. Each step feeds both views of the batch (2 x batch images, as an AMDIM step
+the same optimiser and learning-rate schedule (`build_optimisation`), the same device and mixed
+precision rules. Each step feeds both views of the batch (2 x batch images, as an AMDIM step
 does) through the encoder and a linear head on the global feature r1, and minimises cross-entropy:
 
     loss = CE(W r1(view1) + b, y) / 2 + CE(W r1(view2) + b, y) / 2
 
-The budget is counted in updates. `steps=None` gives the self-supervised run's full budget
-(steps_per_epoch x epochs); a shorter budget compresses the schedule (warm-up and milestones fall at
-the same fractions of the run), so a fraction of the budget is still a complete, decayed run.
+The budget is counted in updates and means what it means for every run (`build.budget_config`):
+`steps=None` is the self-supervised run's own schedule (its epochs of `steps_per_epoch` updates, its
+warm-up and milestones); a budget of `steps` updates is a warm-up of a tenth of it (at most the
+configured one), then a constant learning rate without step decay, as each AMDIM arm of a sweep gets.
 """
 
 from __future__ import annotations
@@ -24,34 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .build import (autocast, autocast_dtype, budget_config, build_data, build_encoder, select_device,
+                    steps_per_epoch)
 from .checkpoints import load_checkpoint, save_checkpoint
 from .encoder import Encoder
 from .presets import Config
-from .build import autocast, autocast_dtype, build_data, build_encoder, select_device
 from .train import build_optimisation, epoch_loader
 
 CHECKPOINT_NAME = "supervised.pt"
-
-
-def budget_steps(config: Config) -> int:
-    """Updates of the self-supervised run of `config` (what `train` does): steps per epoch x epochs."""
-    pairs, _, _ = build_data(config)
-    return (len(pairs) // config.batch_size) * config.epochs
-
-
-def labelled_data(config: Config):
-    """(two-view labelled training set, test set with the test transform, number of classes): the
-    self-supervised run's views on the labelled split (for STL-10: `train`, not `train+unlabeled`)."""
-    return build_data(config, self_supervised=False)
-
-
-def _scaled_schedule(config: Config, steps: int, budget: int) -> tuple[Config, int]:
-    """(config with a scaled warm-up, steps per 'epoch' of the schedule) so that a run of `steps`
-    updates sees the warm-up and the milestones at the same fractions as a run of `budget` updates."""
-    scale = steps / budget
-    steps_per_epoch = budget / config.epochs
-    warmup = round(config.warmup_steps * scale) if config.warmup_steps else 0
-    return config.replace(warmup_steps=max(1, warmup) if config.warmup_steps else 0), max(1, round(steps_per_epoch * scale))
 
 
 @torch.no_grad()
@@ -73,26 +54,26 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
                      progress: bool = False) -> tuple[Encoder, dict]:
     """Train the encoder of `config` with a linear head on r1 and cross-entropy for `steps` updates.
 
-    steps: number of updates (None: the self-supervised budget of `config`).
+    steps: number of updates (None: the full schedule of `config`'s self-supervised run).
     out_dir: when given, the result is saved to out_dir/supervised.pt, and a saved result of the same
-        configuration and step count is loaded instead of training again (load-if-present-else-train).
-    Returns (encoder in eval mode on the CPU, summary) with summary keys steps, budget_steps,
-    fraction, seconds, images_per_s, device, train_loss, train_acc (last 10 steps), test_acc (the
-    network with its own head), loaded (True when read from out_dir), history [(step, loss, acc)].
+        configuration, schedule and step count is loaded instead of training again.
+    Returns (encoder in eval mode on the CPU, summary) with summary keys steps, budget_steps (the
+    updates of the full schedule), fraction (steps / budget_steps), seconds, images_per_s, device,
+    train_loss, train_acc (last 10 steps), test_acc (the network with its own head), loaded (True
+    when read from out_dir), history [(step, loss, acc)].
     """
     device = select_device(config.device)
     dtype = autocast_dtype(config.amp, device)
-    pairs, test_set, n_classes = labelled_data(config)
-    steps_per_epoch = len(pairs) // config.batch_size
-    budget = budget_steps(config)
-    steps = budget if steps is None else int(steps)
-    if steps < 1:
-        raise ValueError(f"steps={steps}; the supervised baseline needs at least one update")
+    pairs, test_set, n_classes = build_data(config, self_supervised=False)
+    _, budget = budget_config(config, None)
+    schedule, steps = budget_config(config, steps)
 
     saved = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if saved is not None and saved.exists():
         state = load_checkpoint(saved)
-        if Config.from_dict(state["config"]).outcome() == config.outcome() and state["summary"]["steps"] == steps:
+        written = {key: Config.from_dict(state[key]).outcome() for key in ("config", "schedule") if key in state}
+        same_run = written == {"config": config.outcome(), "schedule": schedule.outcome()}
+        if same_run and state["summary"]["steps"] == steps:
             encoder = build_encoder(config)
             encoder.load_state_dict(state["encoder"])
             return encoder.eval(), {**state["summary"], "loaded": True}
@@ -100,14 +81,15 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
     torch.manual_seed(config.seed)
     encoder = build_encoder(config).to(device)
     head = nn.Linear(config.n_rkhs, n_classes).to(device)
-    schedule_config, schedule_epoch = _scaled_schedule(config, steps, budget)
-    optimizer, scheduler, scaler = build_optimisation(schedule_config, encoder, head, device, schedule_epoch)
+    # The milestones count epochs of the self-supervised run, as in `train`; the sampler's of the labelled split.
+    optimizer, scheduler, scaler = build_optimisation(schedule, encoder, head, device, steps_per_epoch(config))
+    labelled_epoch = steps_per_epoch(config, pairs)
 
     history, step, seen, t0 = [], 0, 0, time.perf_counter()
     bar = tqdm(total=steps, disable=not progress, desc="supervised", unit="step", dynamic_ncols=True)
     sampler, loader = epoch_loader(pairs, config, device)
     while step < steps:
-        sampler.set_epoch(step // steps_per_epoch)
+        sampler.set_epoch(step // labelled_epoch)
         encoder.train(), head.train()
         for batch in loader:
             x1, x2, y = pairs.views_on(batch, device)
@@ -142,7 +124,8 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
     encoder = encoder.eval().cpu()
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(saved, {"config": config.replace(device="auto").to_dict(), "summary": summary,
+        save_checkpoint(saved, {"config": config.replace(device="auto").to_dict(),
+                                "schedule": schedule.replace(device="auto").to_dict(), "summary": summary,
                                 "encoder": encoder.state_dict()})
         (saved.parent / "supervised.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "history"},
                                                                  indent=2))

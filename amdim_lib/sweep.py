@@ -12,9 +12,9 @@ ablation is a switch in the configuration, never a fork of the code:
 
 `VARIANTS` lists the named ones and the research question each answers (RQ2: what does multiscale
 prediction add; RQ3: how much do augmentation and the NCE regularisation matter). Any other dict of
-overrides works too, e.g. `{"wide": {"ndf": 64, "n_rkhs": 512}}`, and a future `{"mixture_k": 4}`
-needs no change here once `Config` has that field. An override value may also be a function of the
-base configuration (`Scaled("ndf", 2)`), so that "twice as wide" means the same at every preset.
+`Config` overrides works too, e.g. `{"wide": {"ndf": 64, "n_rkhs": 512}}`. An override value may also
+be a function of the base configuration (`Scaled("ndf", 2)`), so that "twice as wide" means the same
+at every preset.
 
 Layout and resumption: run (variant, seed) trains into `out_dir/<variant>/seed<k>/` with
 `amdim_lib.train.train_until` (which resumes), so an interrupted run continues from its checkpoint; after
@@ -22,14 +22,14 @@ the probe, `result.json` is written there atomically, and a run with a `result.j
 again. Running the same sweep twice therefore trains each run once.
 
 Budget: `steps` updates per run (None: the configuration's own schedule, epochs x steps per epoch).
-A budgeted run (`train.budget_config`) gets enough epochs for `steps`, stops at exactly `steps`
-(`train_until`, which counts it as finished), keeps the learning rate constant after a warm-up of a tenth of the
-budget (at most the configuration's warm-up) and has no step decay, so every variant sees the same
+Every trained variant, the supervised baseline included, is budgeted by `build.budget_config`: enough
+epochs for `steps`, exactly `steps` updates, a constant learning rate after a warm-up of a tenth of
+the budget (at most the configuration's warm-up) and no step decay, so every variant sees the same
 schedule.
 
-Probe: the library's frozen-feature evaluation (`amdim_lib.evaluate`): r1 features with the test
-transform, a linear probe (logistic regression, C chosen on a held-out 10%) and a cosine kNN, on at
-most `probe_train` / `probe_test` images of the run's labelled splits.
+Probe: `evaluate.probe_encoder`: r1 features with the test transform, a linear probe (logistic
+regression, C chosen on a held-out 10%) and a cosine kNN, on at most `probe_train` / `probe_test`
+images of the run's labelled splits.
 
 Baselines beside the variants: `supervised` (the same encoder trained with labels for the same number
 of updates, `amdim_lib.supervised`), `random_init` (the same encoder untrained: what the architecture
@@ -39,7 +39,6 @@ gives for free) and `dim_baseline` (local DIM: global-to-local prediction on one
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -47,18 +46,19 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
+import torch
 
-from .checkpoints import save_json
+from .build import budget_config, build_encoder, encoder_from_checkpoint, select_device
+from .checkpoints import latest_run_checkpoint, read_json, save_json
+from .evaluate import probe_encoder
 from .presets import Config
+from .results import markdown_table
+from .supervised import train_supervised
+from .train import train_until
 
 REFERENCE = "full"
-QUESTIONS = {
-    "reference": "the method as configured",
-    "RQ2": "what does multiscale prediction (and, later, mixture features) add?",
-    "RQ3": "how much do augmentation and the NCE regularisation matter?",
-    "size": "how much does the encoder's width and depth matter?",
-    "baseline": "what AMDIM is compared against",
-}
+
+
 class Scaled:
     """An override relative to the base configuration: `Scaled("ndf", 2)` -> base.ndf * 2 (at least 1)."""
 
@@ -215,19 +215,6 @@ def overrides_text(overrides: Mapping) -> str:
 
 # ----------------------------------------------------------------------------- one run
 
-def probe(encoder, config: Config, probe_train: int | None, probe_test: int | None, device="cpu") -> dict:
-    """Linear-probe and kNN test accuracies of a frozen encoder's r1 on the run's labelled splits
-    (at most probe_train / probe_test images of each)."""
-    from .evaluate import capped_splits, feature_sets, knn_accuracy, linear_probe
-
-    eval_config = capped_splits(config, probe_train, probe_test)
-    train_x, train_y, test_x, test_y = next(iter(feature_sets(encoder, eval_config, baselines=False,
-                                                              device=device).values()))
-    return {"linear": linear_probe(train_x, train_y, test_x, test_y, seed=config.seed)["accuracy"],
-            "knn": knn_accuracy(train_x, train_y, test_x, test_y, k=min(200, len(train_y))),
-            "probe_train": int(len(train_y)), "probe_test": int(len(test_y))}
-
-
 def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str | Path, steps: int | None,
             probe_train: int | None = None, probe_test: int | None = None, device: str | None = None) -> dict:
     """Train (or resume, or load) one (variant, seed) in `run_dir`, probe it, write `result.json`.
@@ -236,19 +223,13 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     configuration is an error (choose another output folder). A run whose loss or gradient becomes
     non-finite is recorded with status 'diverged' and no accuracies.
     """
-    import torch
-
-    from .supervised import train_supervised
-    from .build import budget_config, build_encoder, encoder_from_checkpoint, select_device
-    from .train import train_until
-
     run_dir = Path(run_dir)
     config, budget = budget_config(variant_config(base, variant, seed), steps)
     if variant.method == "random":
         budget = 0
     result_path = run_dir / "result.json"
     if result_path.exists():
-        saved = json.loads(result_path.read_text())
+        saved = read_json(result_path)
         # (read through Config, so that results written before a configuration key existed still match)
         if (Config.from_dict(saved["config"]).outcome() == config.outcome() and saved.get("steps") == budget
                 and saved.get("method") == variant.method
@@ -267,7 +248,6 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
     start = time.perf_counter()
     try:
         if variant.method == "amdim":
-            from .checkpoints import latest_run_checkpoint
             existing = latest_run_checkpoint(run_dir)
             record["resumed_from"] = existing["step"] if existing is not None else 0
             del existing
@@ -287,7 +267,9 @@ def run_one(name: str, variant: Variant, base: Config, seed: int, run_dir: str |
         return {**record, "status_now": "trained"}
     record["train_seconds"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    record.update(probe(encoder, config, probe_train, probe_test, device=probe_device))
+    scores = probe_encoder(encoder, config, probe_train, probe_test, device=probe_device)
+    record.update(linear=scores["linear"], knn=scores["knn"], probe_train=scores["n_train"],
+                  probe_test=scores["n_test"])
     record["eval_seconds"] = round(time.perf_counter() - start, 1)
     save_json(result_path, record)
     return {**record, "status_now": "trained"}
@@ -339,7 +321,7 @@ def steps_trained_now(records: list[dict]) -> int:
 
 def load_results(out_dir: str | Path) -> list[dict]:
     """The records of every finished run under `out_dir` (its `<variant>/seed<k>/result.json` files)."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("*/seed*/result.json"))]
+    return [read_json(p) for p in sorted(Path(out_dir).glob("*/seed*/result.json"))]
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -439,11 +421,6 @@ def significant_names(comparisons: list[dict], reference: str = REFERENCE) -> li
             for c in comparisons if c["significant"]]
 
 
-def exceeds_spread(mean_a: float, sd_a: float, mean_b: float, sd_b: float) -> bool:
-    """The rule of `significant_differences` for two numbers: |mean_a - mean_b| > sd_a + sd_b."""
-    return abs(mean_a - mean_b) > sd_a + sd_b
-
-
 def _pct(mean, std) -> str:
     return "–" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
@@ -452,17 +429,16 @@ def table_markdown(table: list[dict], comparisons: list[dict] | None = None) -> 
     """Markdown: one line per variant with linear and kNN accuracy (mean ± sd over seeds, %), the
     difference to the reference (* where it exceeds the seed spread) and the paper's direction."""
     diffs = {c["variant"]: c for c in comparisons or [] if c["reference"] == REFERENCE}
-    lines = ["| variant | question | what changes | updates | seeds | linear (%) | kNN (%) | linear vs reference "
-             "(points) | paper's direction |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in table:
+
+    def cells(r):
         c = diffs.get(r["variant"])
         vs = "reference" if c is None and r["variant"] == REFERENCE else (
             "–" if c is None else f"{100 * c['difference']:+.1f}{' *' if c['significant'] else ''}")
         seeds = f"{len(r['seeds'])}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
-        lines.append(f"| {r['variant']} | {r['question']} | {r['description']} | {r['steps']} | {seeds} | "
-                     f"{_pct(r['linear_mean'], r['linear_std'])} | {_pct(r['knn_mean'], r['knn_std'])} | {vs} | "
-                     f"{r['paper']} |")
-    return "\n".join(lines)
+        return [r["variant"], r["question"], r["description"], r["steps"], seeds,
+                _pct(r["linear_mean"], r["linear_std"]), _pct(r["knn_mean"], r["knn_std"]), vs, r["paper"]]
+    return markdown_table(["variant", "question", "what changes", "updates", "seeds", "linear (%)", "kNN (%)",
+                           "linear vs reference (points)", "paper's direction"], map(cells, table), "lllrrrrrl")
 
 
 def findings(table: list[dict], comparisons: list[dict], reference: str = REFERENCE) -> list[str]:
@@ -507,6 +483,7 @@ GROUP_COLOURS = {"reference": "tab:blue", "RQ2": "tab:orange", "RQ3": "tab:green
 def plot_sweep(table: list[dict], metrics=("linear", "knn"), chance: float | None = None, title: str = "Ablations"):
     """Bars of the mean test accuracy per variant with ±1 sd error bars over seeds and each seed as a
     dot, one panel per metric, coloured by research question; a dashed line at chance."""
+    # lazy: pyplot starts a plotting backend, which a sweep without figures does not need
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 

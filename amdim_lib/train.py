@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .build import autocast, autocast_dtype, build_data, build_encoder, make_loader, select_device
+from .build import autocast, autocast_dtype, build_data, build_encoder, make_loader, select_device, steps_per_epoch
 from .checkpoints import latest_run_checkpoint, save_run_checkpoint, truncate_metrics
 from .encoder import Encoder, Features
 from .objectives import amdim_loss
@@ -325,9 +325,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     runtime = start_runtime(config, out)
     torch.manual_seed(config.seed)
     pairs, test_set, n_classes = build_data(config)
-    steps_per_epoch = len(pairs) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    state = build_state(config, n_classes, runtime.device, steps_per_epoch)
+    per_epoch = steps_per_epoch(config, pairs)
+    total_steps = per_epoch * config.epochs
+    state = build_state(config, n_classes, runtime.device, per_epoch)
     if resume:
         resume_from_checkpoint(state, config, out)
     if runtime.context.enabled:
@@ -344,7 +344,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     last, halt = {}, False
     with StopRequests() as stop, log:
         while state.step < total_steps and state.step != stop_at_step and not halt:
-            epoch, start = divmod(state.step, steps_per_epoch)
+            epoch, start = divmod(state.step, per_epoch)
             sampler.set_epoch(epoch, start=start * (config.batch_size // runtime.context.world_size))
             state.model.train()
             for batch in loader:
@@ -352,12 +352,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                 outcome = train_step(state, x1, x2, y, config, runtime)
                 state.step += 1
                 meter.add(len(y))
-                last = _record_step(state, outcome, y, config, runtime, log, bar, meter, steps_per_epoch,
+                last = _record_step(state, outcome, y, config, runtime, log, bar, meter, per_epoch,
                                     (total_steps, stop_at_step)) or last
                 bar.update(1)
-                end_of_epoch = state.step % steps_per_epoch == 0
-                if end_of_epoch and ((state.step // steps_per_epoch) % config.eval_every == 0 or state.step == total_steps):
-                    _evaluate_probes(state, test_loader, runtime, log, bar, steps_per_epoch)
+                end_of_epoch = state.step % per_epoch == 0
+                if end_of_epoch and ((state.step // per_epoch) % config.eval_every == 0 or state.step == total_steps):
+                    _evaluate_probes(state, test_loader, runtime, log, bar, per_epoch)
                 halt = state.step == stop_at_step or distributed.any_rank(bool(stop.requested), runtime.context)
                 if end_of_epoch or halt or (config.checkpoint_every and state.step % config.checkpoint_every == 0):
                     save_state(state, config, out, runtime.context)

@@ -23,7 +23,7 @@ from amdim_lib.__main__ import main
 from amdim_lib.checkpoints import save_checkpoint
 from amdim_lib.datasets import build_dataset, default_root, fetch, num_classes, self_supervised_split
 from amdim_lib.presets import PRESETS, get_config
-from amdim_lib.results import PAPER_LINEAR, results_table, row, run_row, table_from_runs
+from amdim_lib.results import PAPER_LINEAR, markdown_table, results_table, row, run_row, table_from_runs
 from amdim_lib.build import build_data, build_encoder, build_splits
 from amdim_lib.train import train
 from amdim_lib.views import VIEW_POLICIES, ViewPair, eval_transform, make_two_views
@@ -410,3 +410,25 @@ def test_results_table_puts_the_paper_beside_ours(tmp_path):
     assert folder["name"] == "CIFAR-10 (cifar10-subset, image folder)" and folder["paper_key"] == "cifar10"
     assert "| 63.0 |" in results_table([folder], include_missing=False, notes=False)
     assert results_table([row("shapes", 0.9)], include_missing=False, notes=False).endswith("| – |")
+
+
+def test_results_table_names_a_corrupt_run_file_and_keeps_a_torn_log(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(get_config("cifar10", "demo").to_dict()))
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 900}) + "\n")
+    (run / "eval.json").write_text('{"AMDIM (trained)": {"linear": 0.5')  # cut short: not the same as absent
+    with pytest.raises(ValueError, match=str(run / "eval.json")):
+        table_from_runs([run])
+    (run / "eval.json").write_text(json.dumps({"AMDIM (trained)": {"linear": 0.5}}))
+    with (run / "metrics.jsonl").open("a") as log:
+        log.write('{"kind": "tra')  # a run killed while writing its log
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert "900 steps of 64 | 50.0 |" in table_from_runs([run], include_missing=False, notes=False)
+
+
+def test_markdown_table_aligns_each_column():
+    assert markdown_table(["a", "b"], [["x", 1], ["y", 2]], "lr") == "| a | b |\n|---|---:|\n| x | 1 |\n| y | 2 |"
+    assert markdown_table(["a"], []) == "| a |\n|---|"
+    with pytest.raises(ValueError, match="one of 'l' or 'r' for each of the 2 columns"):
+        markdown_table(["a", "b"], [], "l")

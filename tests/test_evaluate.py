@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from amdim_lib.build import build_encoder, build_splits, eval_dataset
 from amdim_lib.encoder import Encoder
 from amdim_lib.evaluate import (evaluate_features, extract_features, knn_accuracy, linear_probe, mlp_probe,
-                                results_table)
+                                probe_encoder, results_table)
+from amdim_lib.presets import get_config
 
 
 def _clusters(n=300, d=8, classes=3, spread=0.3, seed=0):
@@ -51,6 +53,19 @@ def test_results_table_and_evaluate_features():
     assert set(result) == {"linear", "knn"}
     table = results_table({"a": result, "b": result})
     assert table.count("\n") == 3 and "linear acc. (%)" in table
+
+
+def test_probe_encoder_reads_the_capped_labelled_splits_through_the_test_transform():
+    config = get_config("shapes", "smoke", train_size=200, test_size=60, seed=3)
+    torch.manual_seed(0)
+    encoder = build_encoder(config)
+    result = probe_encoder(encoder, config, train_limit=128, test_limit=1000)
+    assert (result["n_train"], result["n_test"]) == (128, 60), "a cap keeps at most that many, never adds"
+    assert set(result) == {"linear", "knn", "n_train", "n_test"}
+    train_x, train_y, test_x, test_y = (array for split in build_splits(config.replace(train_size=128))
+                                        for array in extract_features(encoder, eval_dataset(split, config)))
+    assert result["linear"] == linear_probe(train_x, train_y, test_x, test_y, seed=3)["accuracy"]
+    assert result["knn"] == knn_accuracy(train_x, train_y, test_x, test_y)
 
 
 @pytest.mark.parametrize("k", [1, 5])

@@ -186,6 +186,9 @@ def test_run_compute_reads_the_best_source(tmp_path):
     saved = report.run_compute(tmp_path, config)
     assert saved["device"] == "cuda" and saved["preset"] == "demo" and saved["seconds"] == 500.0
     assert report.compute_text(saved) == "cuda, 16 updates of batch 32, 8.3 min"
+    (tmp_path / "metrics.json").write_text('{"steps": 16, "seconds"')  # a torn file is an error, not "no file"
+    with pytest.raises(ValueError, match="metrics.json is not valid JSON"):
+        report.run_compute(tmp_path, config)
 
 
 def test_format_seconds():

@@ -3,10 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
+from amdim_lib import supervised
+from amdim_lib.build import budget_config, build_data, steps_per_epoch
 from amdim_lib.evaluate import feature_sets, linear_probe
 from amdim_lib.presets import get_config
-from amdim_lib.supervised import _scaled_schedule, budget_steps, labelled_data, train_supervised
-from amdim_lib.train import lr_factor, train
+from amdim_lib.supervised import train_supervised
+from amdim_lib.train import build_state, lr_factor, train
 
 
 @pytest.fixture(scope="module")
@@ -26,34 +28,56 @@ def dark_and_bright(tmp_path_factory):
 
 
 def _config(root, **changes):
-    return get_config("folder", "smoke", data_dir=str(root), batch_size=16, epochs=2, lr=1e-3, warmup_steps=1,
-                      num_workers=0, **changes)
+    return get_config("folder", "smoke", data_dir=str(root), **{**dict(batch_size=16, epochs=2, lr=1e-3, warmup_steps=1,
+                                                                     num_workers=0), **changes})
 
 
 def test_budget_matches_the_self_supervised_run(tmp_path):
     config = get_config("shapes", "smoke", train_size=64, test_size=32, batch_size=16, epochs=3)
-    assert budget_steps(config) == (64 // 16) * 3
+    assert steps_per_epoch(config) == 64 // 16
+    assert budget_config(config, None) == (config, (64 // 16) * 3)
     summary = train(config, tmp_path, stop_at_step=1, progress=False)
-    assert summary["total_steps"] == budget_steps(config)
+    assert summary["total_steps"] == budget_config(config, None)[1]
 
 
-def test_scaled_schedule_keeps_warmup_and_milestones_at_the_same_fractions():
-    config = get_config("shapes", "demo", epochs=10, milestones=(5,), warmup_steps=100)
-    scaled, per_epoch = _scaled_schedule(config, steps=100, budget=1000)
-    assert scaled.warmup_steps == 10 and per_epoch == 10
-    factors = [lr_factor(s, scaled.warmup_steps, [m * per_epoch for m in scaled.milestones], scaled.gamma)
-               for s in range(100)]
-    assert factors[9] == 1.0 and factors[49] == 1.0 and factors[50] == pytest.approx(config.gamma)
-    full, _ = _scaled_schedule(config, steps=1000, budget=1000)
-    assert full == config
+def _schedules(monkeypatch) -> list:
+    """Records the learning-rate schedule of every supervised run (its LambdaLR)."""
+    made = []
+    real = supervised.build_optimisation
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+    monkeypatch.setattr(supervised, "build_optimisation", spy)
+    return made
+
+
+def _factors(scheduler, steps: int) -> list[float]:
+    return [scheduler.lr_lambdas[0](s) for s in range(steps)]
+
+
+def test_a_budget_gives_the_supervised_baseline_the_schedule_of_the_amdim_arms(dark_and_bright, monkeypatch):
+    config = _config(dark_and_bright, milestones=(1,), warmup_steps=4)  # 2 epochs of 6 updates, decay after one
+    made = _schedules(monkeypatch)
+    train_supervised(config, steps=5)
+    amdim, steps = budget_config(config, 5)
+    amdim_state = build_state(amdim, 2, torch.device("cpu"), steps_per_epoch(amdim))
+    assert _factors(made[-1][1], steps) == _factors(amdim_state.scheduler, steps)
+    # A tenth of the budget of warm-up (1 update, not the configured 4), then constant: no decay at update 6.
+    assert _factors(made[-1][1], steps) == [1.0] * 5
+
+    train_supervised(config)  # no budget: the configuration's own schedule, warm-up and decay included
+    full = _factors(made[-1][1], 12)
+    assert full == [lr_factor(s, 4, [6], config.gamma) for s in range(12)]
+    assert full[0] == 0.25 and full[-1] == pytest.approx(config.gamma)
 
 
 def test_supervised_training_learns_labels_and_its_features_probe_well(dark_and_bright):
     config = _config(dark_and_bright)
-    pairs, test, n_classes = labelled_data(config)
+    pairs, test, n_classes = build_data(config, self_supervised=False)
     assert len(pairs) == 96 and len(test) == 48 and n_classes == 2
     encoder, summary = train_supervised(config, steps=12)
-    assert summary["steps"] == 12 and summary["budget_steps"] == budget_steps(config) == 12
+    assert summary["steps"] == 12 and summary["budget_steps"] == budget_config(config, None)[1] == 12
     assert summary["fraction"] == 1.0 and not summary["loaded"] and len(summary["history"]) == 12
     first, last = summary["history"][0], summary["history"][-1]
     assert last[1] < first[1], "cross-entropy falls"

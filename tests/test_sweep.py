@@ -157,7 +157,11 @@ def test_significance_rule_on_hand_made_numbers():
     assert comparisons["single_scale"]["difference"] == pytest.approx(-0.105)
     assert not comparisons["augment_crop"]["significant"]  # 0 points apart
     assert not comparisons["no_reg"]["significant"], "one seed has no spread to compare with"
-    assert sweep.exceeds_spread(0.5, 0.01, 0.47, 0.01) and not sweep.exceeds_spread(0.5, 0.02, 0.47, 0.02)
+    # The rule on its own: 3 points apart count against spreads of 1 + 1 points, not against 2 + 2.
+    for spread, counts in ((0.01, True), (0.02, False)):
+        rows = [{"variant": name, "linear_mean": mean, "linear_std": spread, "linear_values": [mean] * 2}
+                for name, mean in (("a", 0.50), ("b", 0.47))]
+        assert sweep.compare(rows, "a", "b")["significant"] is counts
     with pytest.raises(ValueError, match="reference"):
         sweep.significant_differences(table, reference="missing")
     # Two seeds that agree closely by chance: the spread is at least the test set's binomial error.
