@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .encoder import IMAGE_SIZES, local_width
+from .mixture import DEFAULT_ALPHA, DEFAULT_TAU
 from .objectives import TASKS
+from .views import LEVELS, STRONG_POLICIES, VIEW_POLICIES
 
 PRESETS_NAMES = ("smoke", "demo", "paper")
 # Configuration keys that say where and how a run executes, not what it computes (a run may resume,
@@ -45,8 +48,8 @@ class Config:
     reg_weight: float = 0.05
     tasks: tuple[str, ...] = TASKS
     mixture_k: int = 0                   # mixture components that replace the 1t7 task (0: off; amdim_lib.mixture)
-    mixture_tau: float = 1.0             # temperature of the mixture's assignments q = softmax(tau * s)
-    mixture_alpha: float = 0.1           # weight of the entropy bonus alpha * H(q) (amdim_lib.mixture: why these)
+    mixture_tau: float = DEFAULT_TAU     # temperature of the mixture's assignments q = softmax(tau * s)
+    mixture_alpha: float = DEFAULT_ALPHA  # weight of the entropy bonus alpha * H(q) (amdim_lib.mixture: why these)
     mixture_hidden: int = 0              # hidden width of the mixture head (0: n_rkhs)
     # optimisation (Adam with linear warm-up, then step decay at the milestone epochs)
     batch_size: int = 200
@@ -73,9 +76,6 @@ class Config:
 
     def __post_init__(self):
         # Check everything before any work starts; each message names the allowed values.
-        from .encoder import IMAGE_SIZES, local_width
-        from .views import LEVELS, STRONG_POLICIES, VIEW_POLICIES
-
         def need(ok: bool, message: str):
             if not ok:
                 raise ValueError(f"invalid configuration: {message}")
@@ -164,7 +164,6 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 def _at(preset: dict, image_size: int, **changes) -> dict:
     """`preset` at another image size, n_rkhs raised to the local feature width there when below it."""
-    from .encoder import local_width
     out = dict(preset, image_size=image_size, **changes)
     out["n_rkhs"] = max(out["n_rkhs"], local_width(image_size, out["ndf"]))
     return out
