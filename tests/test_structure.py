@@ -4,6 +4,7 @@ library sit at the top of a module, and no function grows past one screen."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ LAZY_ALLOWED = {
 }
 
 
+@functools.cache
 def modules() -> dict[str, ast.Module]:
     return {path.stem: ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.glob("*.py"))
             if path.stem != "__init__"}
