@@ -11,6 +11,7 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .presets import Config
 from .build import autocast_dtype, build_data, select_device
@@ -106,7 +107,6 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3, flops: bool
         torch.cuda.reset_peak_memory_stats(device)
     step_flops = None
     if flops:
-        from torch.utils.flop_counter import FlopCounterMode
         with FlopCounterMode(display=False) as counter:
             step(*batch)
         step_flops = counter.get_total_flops()

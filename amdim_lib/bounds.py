@@ -653,7 +653,7 @@ def _color(label: str, index: int) -> str:
 def plot_staircase(result: StaircaseResult, window: int | None = None, ncols: int = 4, ylim=(-2.0, 14.0),
                    labels: Sequence[str] | None = None):
     """One panel per estimator: raw estimates, their moving average, the true MI and the log K ceiling."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     labels = list(labels or result.estimates)
     window = window or max(5, result.steps_per_level // 10)
@@ -687,7 +687,7 @@ def plot_staircase(result: StaircaseResult, window: int | None = None, ncols: in
 
 def plot_bias_variance(rows: list[dict], log_k: float | None = None):
     """Bias and standard deviation against the true MI, one line per estimator."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     labels = list(dict.fromkeys(r["estimator"] for r in rows))
     fig, (ax_bias, ax_std) = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -714,7 +714,7 @@ def plot_bias_variance(rows: list[dict], log_k: float | None = None):
 
 def plot_true_critic(samples: Mapping[str, np.ndarray], levels: Sequence[float], batch_size: int, d: int = 20):
     """Distributions of true-critic estimates per MI level (one box per level), with the references."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     names = list(samples)
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
@@ -735,7 +735,7 @@ def plot_true_critic(samples: Mapping[str, np.ndarray], levels: Sequence[float],
 def plot_batch_sizes(results: Mapping[int, StaircaseResult], label: str = "InfoNCE", window: int | None = None,
                      ylim=(-0.5, 11.0)):
     """Moving averages of one estimator trained at several batch sizes K, with each log K ceiling."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     first = next(iter(results.values()))
@@ -761,7 +761,7 @@ def plot_clipping(runs: Mapping, levels: Sequence[float], batch_size: int):
 
     `runs` maps c (None = no clipping) to the output of `true_critic_estimates(..., tclip=c)`.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     fig, (ax_nce, ax_nwj, ax_std) = plt.subplots(1, 3, figsize=(15, 4.2))
     levels = np.asarray(levels)
@@ -793,7 +793,7 @@ def plot_clipping(runs: Mapping, levels: Sequence[float], batch_size: int):
 def plot_controls(result: StaircaseResult, pairs: Sequence[tuple[str, str]], clip: float = 20.0,
                   window: int | None = None):
     """Critics trained with and without AMDIM's controls: moving-average estimates and the raw score scale."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     window = window or max(5, result.steps_per_level // 10)
     steps = np.arange(1, len(result.true_mi) + 1)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets import CIFAR10, CIFAR100, STL10, ImageFolder
+from torchvision.datasets import CIFAR10, CIFAR100, STL10, ImageFolder, ImageNet
 
 from .shapes import Shapes
 
@@ -369,7 +369,6 @@ def fetch(name: str, data_dir: str | Path | None = None) -> Path:
         missing = [f for f in IMAGENET_ARCHIVES if not (root / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{NAMES[name]}: {', '.join(missing)} not found in {root}\n{_folder_layout(name, root)}")
-        from torchvision.datasets import ImageNet
         for split in ("train", "val"):
             ImageNet(str(root), split=split)  # parses the archives into <root>/<split>/<wnid>/ once
         return root
@@ -441,7 +440,7 @@ def num_classes(dataset) -> int:
 def load_photographs(image_size: int, names: Sequence[str] = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
                                                                "immunohistochemistry")) -> dict:
     """scikit-image's sample photographs, centre-cropped to a square and resized to `image_size` (PIL)."""
-    from skimage import data
+    from skimage import data  # lazy: slow to import; only the sample photographs need it
 
     out = {}
     for name in names:

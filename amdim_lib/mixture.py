@@ -50,10 +50,9 @@ from torch import nn
 from .distributed import Context, gather_with_grad
 from .encoder import Features
 from .objectives import amdim_loss, nce_scores, tanh_clip
-from .presets import Config
 
-DEFAULT_TAU = Config.mixture_tau      # the configuration's defaults are the ones argued for above
-DEFAULT_ALPHA = Config.mixture_alpha
+DEFAULT_TAU = 1.0      # the defaults argued for above (and the configuration's)
+DEFAULT_ALPHA = 0.1
 
 
 # ----------------------------------------------------------------------------- mixture features

@@ -59,8 +59,8 @@ def inspector_figure(image: np.ndarray, result: Mapping, component: int = 0, opa
     """Top row: the image, component `component`'s probability map over it, the argmax map over it.
     Bottom row: every component's probability map (the chosen one framed) and their colour scale.
     Built without pyplot (no global state, nothing shown by itself)."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a figure is drawn
+    from matplotlib.patches import Rectangle  # lazy: matplotlib loads only when a figure is drawn
 
     q, labels = result["q"], result["labels"]
     k = q.shape[0]

@@ -1,4 +1,6 @@
-"""Named configurations: `smoke` (seconds, for tests), `demo` (CPU minutes) and `paper` per data set.
+"""Every named size in one place: configurations `smoke` (seconds, for tests), `demo` (CPU minutes) and
+`paper` per data set, the encoder sizes they and the benchmarks share (`MODEL_SIZES`), and what each
+notebook computes at each preset (`workbook_sizes`).
 
 A configuration is a flat dataclass so that it prints, saves into checkpoints and overrides from the
 command line (`--set key=value`) without any framework.
@@ -6,10 +8,14 @@ command line (`--set key=value`) without any framework.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
+from .encoder import IMAGE_SIZES, local_width
+from .mixture import DEFAULT_ALPHA, DEFAULT_TAU
 from .objectives import TASKS
+from .views import LEVELS, STRONG_POLICIES, VIEW_POLICIES
 
 PRESETS_NAMES = ("smoke", "demo", "paper")
 # Configuration keys that say where and how a run executes, not what it computes (a run may resume,
@@ -45,8 +51,8 @@ class Config:
     reg_weight: float = 0.05
     tasks: tuple[str, ...] = TASKS
     mixture_k: int = 0                   # mixture components that replace the 1t7 task (0: off; amdim_lib.mixture)
-    mixture_tau: float = 1.0             # temperature of the mixture's assignments q = softmax(tau * s)
-    mixture_alpha: float = 0.1           # weight of the entropy bonus alpha * H(q) (amdim_lib.mixture: why these)
+    mixture_tau: float = DEFAULT_TAU     # temperature of the mixture's assignments q = softmax(tau * s)
+    mixture_alpha: float = DEFAULT_ALPHA  # weight of the entropy bonus alpha * H(q) (amdim_lib.mixture: why these)
     mixture_hidden: int = 0              # hidden width of the mixture head (0: n_rkhs)
     # optimisation (Adam with linear warm-up, then step decay at the milestone epochs)
     batch_size: int = 200
@@ -73,9 +79,6 @@ class Config:
 
     def __post_init__(self):
         # Check everything before any work starts; each message names the allowed values.
-        from .encoder import IMAGE_SIZES, local_width
-        from .views import LEVELS, STRONG_POLICIES, VIEW_POLICIES
-
         def need(ok: bool, message: str):
             if not ok:
                 raise ValueError(f"invalid configuration: {message}")
@@ -139,20 +142,30 @@ class Config:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 
-_SMOKE = dict(image_size=32, ndf=8, n_rkhs=64, n_depth=1, train_size=256, test_size=128,
+# Encoder sizes by name (ndf, n_rkhs, n_depth), shared by the presets, the notebooks and the benchmarks.
+MODEL_SIZES = {
+    "smoke": dict(ndf=8, n_rkhs=64, n_depth=1),           # runs in seconds; learns next to nothing
+    "small": dict(ndf=16, n_rkhs=128, n_depth=1),         # a few hundred CPU updates show a trend (notebooks 03, 07)
+    "demo": dict(ndf=32, n_rkhs=256, n_depth=2),          # learns visibly in CPU minutes
+    "official": dict(ndf=128, n_rkhs=1024, n_depth=3),    # the official code's default: the paper's CIFAR-scale model
+    "large": dict(ndf=256, n_rkhs=2048, n_depth=10),      # the paper's CIFAR-10/100 and STL-10 model
+    "imagenet-192": dict(ndf=192, n_rkhs=1536, n_depth=8),  # the official README's ImageNet command
+    "imagenet": dict(ndf=320, n_rkhs=2560, n_depth=10),   # the model behind the paper's 68.1% on ImageNet
+}
+
+_SMOKE = dict(image_size=32, **MODEL_SIZES["smoke"], train_size=256, test_size=128,
               batch_size=32, epochs=2, warmup_steps=4, milestones=(), log_every=1)
-# demo: about 1,000 updates of the official small model, ~8 CPU minutes on 2 cores. A higher learning
-# rate than the paper's 2e-4 (with a short warm-up) learns markedly faster at this short budget
-# (Shapes, linear probe after 279 updates: 24.3% at 1e-3 against 22.3% at 2e-4; 29.3% after 651 at 1e-3).
-# Data loading stays in the main process: on 2 cores a worker fights the two compute threads
-# (measured 0.46 s/step without a worker, 3.1 s/step with one); the views are computed per batch
-# (batch_views), a few milliseconds a step.
-_DEMO = dict(image_size=32, ndf=32, n_rkhs=256, n_depth=2, train_size=6000, test_size=2000,
+# demo: about 1,000 updates of a model that learns visibly, so that the whole workbook runs on a laptop's
+# CPU. A learning rate above the paper's 2e-4 (with a short warm-up), because at a budget this short the
+# paper's rate leaves the linear probe markedly lower. Data loading stays in the main process: with few
+# cores a loader worker competes with the compute threads, and the views are computed per batch on the
+# training device (batch_views), which costs little.
+_DEMO = dict(image_size=32, **MODEL_SIZES["demo"], train_size=6000, test_size=2000,
              batch_size=64, epochs=11, lr=1e-3, warmup_steps=50, milestones=(9,), num_workers=0, log_every=10)
-# 10,000 training images (CIFAR subsets, image folders): 156 updates an epoch, so 6 epochs for ~940.
+# 10,000 training images (CIFAR subsets, image folders): 156 updates an epoch, so 6 epochs for about the same budget.
 _DEMO_10K = dict(_DEMO, train_size=10_000, test_size=2_000, epochs=6, milestones=(5,))
-# The paper's CIFAR-scale model (official code: ndf 128, n_rkhs 1024, n_depth 3 at 32 px).
-_PAPER_32 = dict(image_size=32, ndf=128, n_rkhs=1024, n_depth=3, batch_size=200, epochs=300,
+# The paper's CIFAR-scale model on the official code's default schedule.
+_PAPER_32 = dict(image_size=32, **MODEL_SIZES["official"], batch_size=200, epochs=300,
                  milestones=(250, 280), warmup_steps=500, num_workers=4, log_every=50)
 
 PRESETS: dict[str, dict[str, dict]] = {
@@ -164,7 +177,6 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 def _at(preset: dict, image_size: int, **changes) -> dict:
     """`preset` at another image size, n_rkhs raised to the local feature width there when below it."""
-    from .encoder import local_width
     out = dict(preset, image_size=image_size, **changes)
     out["n_rkhs"] = max(out["n_rkhs"], local_width(image_size, out["ndf"]))
     return out
@@ -172,25 +184,25 @@ def _at(preset: dict, image_size: int, **changes) -> dict:
 
 # Real data sets: smoke = a few hundred of the real images (seconds), demo = a subset for CPU minutes,
 # paper = the paper's configuration (a GPU; full splits). train_size/test_size pick a seeded subset.
-# CIFAR-10/100 and STL-10, the paper's large model: ndf 256, n_rkhs 2048, n_depth 10, batch 480,
-# 300 epochs with lr x0.2 at epochs 250 and 280, tclip 20 (the official code's schedule for them).
-_PAPER_LARGE = dict(ndf=256, n_rkhs=2048, n_depth=10, batch_size=480, epochs=300, milestones=(250, 280),
+# CIFAR-10/100 and STL-10, the paper's large model: batch 480, 300 epochs with lr x0.2 at epochs 250
+# and 280, tclip 20 (the official code's schedule for them).
+_PAPER_LARGE = dict(**MODEL_SIZES["large"], batch_size=480, epochs=300, milestones=(250, 280),
                     warmup_steps=500, tclip=20.0, num_workers=8, log_every=50, train_size=None, test_size=None)
-# ImageNet at 128 px. paper: the model behind the 68.1% (ndf 320, n_rkhs 2560, n_depth 10) on the longer
-# schedule the official code recommends for its best results (100 epochs, x0.2 at 60 and 90);
+# ImageNet at 128 px. paper: the model behind the 68.1% on the longer schedule the official code
+# recommends for its best results (100 epochs, x0.2 at 60 and 90);
 # paper-256: the intermediate width (n_rkhs 2048; depth 10 assumed as in the large model);
-# paper-192: the official README's command (ndf 192, n_rkhs 1536, n_depth 8, batch 480) on the code's
-# default ImageNet schedule (50 epochs, x0.2 at 30 and 45). All use mixed precision on CUDA (amp=auto).
+# paper-192: the official README's command (batch 480) on the code's default ImageNet schedule
+# (50 epochs, x0.2 at 30 and 45). All use mixed precision on CUDA (amp=auto).
 # ImageNet photographs come in every size: their random resized crops are cut per image from the whole
 # photograph (batch_views=False), not from a fitted square (see amdim_lib.batched_views).
-_PAPER_128 = dict(_PAPER_LARGE, image_size=128, ndf=320, n_rkhs=2560, n_depth=10, epochs=100, milestones=(60, 90),
+_PAPER_128 = dict(_PAPER_LARGE, image_size=128, **MODEL_SIZES["imagenet"], epochs=100, milestones=(60, 90),
                   num_workers=12, batch_views=False)
 _IMAGENET_LIKE = {
     "smoke": _at(_SMOKE, 128, batch_views=False),
     "demo": _at(_DEMO, 128, train_size=2000, test_size=1000, batch_views=False),
     "paper": _PAPER_128,
-    "paper-256": dict(_PAPER_128, ndf=256, n_rkhs=2048),
-    "paper-192": dict(_PAPER_128, ndf=192, n_rkhs=1536, n_depth=8, epochs=50, milestones=(30, 45)),
+    "paper-256": dict(_PAPER_128, **MODEL_SIZES["large"]),
+    "paper-192": dict(_PAPER_128, **MODEL_SIZES["imagenet-192"], epochs=50, milestones=(30, 45)),
 }
 PRESETS.update({
     "cifar10": {"smoke": _SMOKE, "demo": _DEMO_10K,
@@ -218,3 +230,80 @@ def get_config(dataset: str = "shapes", preset: str = "demo", **overrides) -> Co
     if preset not in PRESETS[dataset]:
         raise ValueError(f"unknown preset {preset!r} for {dataset}; choose one of {sorted(PRESETS[dataset])}")
     return Config(dataset=dataset, **PRESETS[dataset][preset]).replace(**overrides)
+
+
+# What each notebook computes at each preset: the sizes of its figures, statistics and short runs.
+WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
+    # 01 views: view pairs per image in the grids, samples per augmentation, pairs behind each statistic,
+    # photographs and shapes shown.
+    "01": {
+        "smoke": dict(n_pairs=2, n_samples=3, n_stat_pairs=4, n_photos=2, n_shapes=1),
+        "demo": dict(n_pairs=4, n_samples=6, n_stat_pairs=8, n_photos=5, n_shapes=2),
+        "paper": dict(n_pairs=6, n_samples=8, n_stat_pairs=64, n_photos=5, n_shapes=3),
+    },
+    # 03 objective: images in the illustrated batch, and the short training run (a base preset plus
+    # overrides). The smoke and demo runs use lr 1e-3 with a short warm-up so that a few dozen updates
+    # show a trend; the paper's schedule (lr 2e-4, 500 warm-up steps) belongs to the paper preset and 04.
+    "03": {
+        "smoke": dict(batch=8, train=dict(base="smoke", train_size=128, test_size=32, batch_size=16, epochs=2,
+                                          warmup_steps=1, lr=1e-3, log_every=1)),
+        "demo": dict(batch=12, train=dict(base="smoke", **MODEL_SIZES["small"], train_size=3200, test_size=256,
+                                          batch_size=32, epochs=1, warmup_steps=10, lr=1e-3, log_every=4)),
+        "paper": dict(batch=16, train=dict(base="paper", epochs=1, log_every=5)),
+    },
+    # 05 evaluation: probe_train / probe_test: images of each split whose features the probes use (None:
+    # the run's whole splits); label_counts: labelled images per class for the label-efficiency curve;
+    # supervised_fraction: the supervised baseline's share of the self-supervised run's updates (1.0 = the
+    # same budget), at most supervised_max_steps. At demo the evaluation stays within CPU minutes: the
+    # raw-pixel probe fits only its winning C (3,072 inputs make each fit slow) and the supervised baseline
+    # gets a quarter of AMDIM's updates.
+    "05": {
+        "smoke": dict(probe_train=256, probe_test=128, label_counts=(1, 4, 16), repeats=3, tsne_points=300,
+                      mlp_hidden=64, supervised_fraction=1.0, supervised_max_steps=16, pixel_Cs=(0.01, 0.1, 1.0)),
+        "demo": dict(probe_train=2000, probe_test=1000, label_counts=(1, 4, 16, 64), repeats=3, tsne_points=800,
+                     mlp_hidden=128, supervised_fraction=0.25, supervised_max_steps=150, pixel_Cs=(0.01,)),
+        "paper": dict(probe_train=None, probe_test=None, label_counts=(1, 4, 16, 64, 256, 1024), repeats=5,
+                      tsne_points=2000, mlp_hidden=1024, supervised_fraction=1.0, supervised_max_steps=None,
+                      pixel_Cs=(0.01, 0.1, 1.0)),
+    },
+    # 06 ablations, and the command line's sweep: updates per run (None: the configuration's own schedule),
+    # the default variants (names of amdim_lib.sweep.VARIANTS, or "all") and seeds, and how many images the
+    # probes use (None: the whole split). Three AMDIM configurations form a small factorial design:
+    # full -> single_scale removes multiscale prediction (RQ2), single_scale -> dim_baseline then removes
+    # augmentation (RQ3), beside the supervised baseline. The demo budget keeps the notebook within CPU
+    # minutes, far from converged: its table can show the direction of large effects only, and the
+    # notebook says when it cannot. More variants or updates are one parameter away in the notebook.
+    "06": {
+        "smoke": dict(steps=8, variants=("full", "dim_baseline", "supervised", "random_init"), n_seeds=2,
+                      probe_train=256, probe_test=128),
+        "demo": dict(steps=64, variants=("full", "single_scale", "dim_baseline", "supervised", "random_init"),
+                     n_seeds=2, probe_train=1000, probe_test=1000),
+        "paper": dict(steps=None, variants=("all",), n_seeds=3, probe_train=None, probe_test=None),
+    },
+    # 07 mixture segmentation: the model and its training (a base preset plus overrides, and a number of
+    # updates), the components of the ablation, and the evaluation sizes (Shapes test images scored,
+    # images in the negative bank, sub-stride shifts of the dense maps, train/test images of the linear
+    # probe, images shown).
+    "07": {
+        "smoke": dict(base="smoke", model=dict(train_size=256, test_size=64, batch_size=32, warmup_steps=2, lr=1e-3,
+                                               milestones=(), augment="crop"),
+                      steps=4, ks=(2, 4, 8), eval_images=12, bank=16, shifts=2, probe=(200, 100), show=6),
+        "demo": dict(base="smoke", model=dict(**MODEL_SIZES["small"], train_size=4000, test_size=256,
+                                              batch_size=64, warmup_steps=20, lr=1e-3, milestones=(), augment="crop",
+                                              num_workers=1, log_every=10),
+                     steps=250, ks=(2, 4, 8), eval_images=96, bank=64, shifts=4, probe=(2000, 1000), show=10),
+        "paper": dict(base="paper", model=dict(augment="crop"), steps=None, ks=(2, 4, 8), eval_images=1000, bank=200,
+                      shifts=4, probe=(10_000, 2_000), show=10),
+    },
+}
+
+
+def workbook_sizes(notebook: str, preset: str) -> dict:
+    """What notebook `notebook` ("01", ..., "07") computes at `preset`; the paper variants (paper-192, ...)
+    use the paper's sizes. A fresh copy: changing it changes nothing here."""
+    if notebook not in WORKBOOK_SIZES:
+        raise ValueError(f"no sizes for notebook {notebook!r}; notebooks with sizes: {sorted(WORKBOOK_SIZES)}")
+    if preset not in preset_names():
+        raise ValueError(f"unknown preset {preset!r}; choose one of {preset_names()}")
+    sizes = WORKBOOK_SIZES[notebook]
+    return copy.deepcopy(sizes.get(preset, sizes["paper"]))

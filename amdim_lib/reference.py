@@ -15,6 +15,7 @@ tests check that the two agree to 1e-5 in float64. Use small batches: the cost i
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import torch
@@ -92,8 +93,6 @@ def time_call(fn, repeats: int = 1, threads: int | None = 1):
     """(fn()'s result, seconds per call over `repeats` calls), with torch limited to `threads` intra-op
     threads meanwhile (default one: the loop reference cannot use more, so both run on equal footing;
     small ops on a busy machine also time more reliably on one thread). The thread count is restored."""
-    import time
-
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -51,7 +51,7 @@ import torch
 from .build import budget_config, build_encoder, encoder_from_checkpoint, select_device
 from .checkpoints import latest_run_checkpoint, read_json, save_json
 from .evaluate import probe_encoder
-from .presets import Config
+from .presets import Config, workbook_sizes
 from .results import markdown_table
 from .supervised import train_supervised
 from .train import train_until
@@ -140,31 +140,11 @@ VARIANTS: dict[str, Variant] = {
                           "about the same accuracy; the mixture's benefit is segmentation, not the probe"),
 }
 
-# The sweep's scale per preset: updates per run (None: the configuration's own schedule), the default
-# variants and seeds, and how many images the probes use (None: the whole split).
-# demo: `make demo` runs every notebook in about 20 minutes on 2 cores, so 06 gets about 4 of them.
-# Three AMDIM configurations form a small factorial design: full -> single_scale removes multiscale
-# prediction (RQ2), single_scale -> dim_baseline then removes augmentation (RQ3, see CONTRASTS); with
-# the supervised baseline that is 4 trained variants x 2 seeds x 64 updates of the demo model (about
-# 0.4 s each with data loading in one run of this notebook on 2 cores; supervised ones ~0.3 s) plus
-# ~5 s of probing per run (1,000 + 1,000 images) and the untrained reference: ~4 minutes. 64 updates
-# are far from converged (the demo preset trains 1,023; after 72 the full method was still within the
-# seed spread of the untrained encoder): the table can show the direction of large effects only,
-# and the notebook says when it cannot. More variants
-# (`variants="all"`: augmentation levels, tclip, the penalty, width, depth) or more steps are one
-# parameter away in the notebook when there is more time.
-SCALES = {
-    "smoke": dict(steps=8, variants=("full", "dim_baseline", "supervised", "random_init"), n_seeds=2,
-                  probe_train=256, probe_test=128),
-    "demo": dict(steps=64, variants=("full", "single_scale", "dim_baseline", "supervised", "random_init"),
-                 n_seeds=2, probe_train=1000, probe_test=1000),
-    "paper": dict(steps=None, variants=tuple(VARIANTS), n_seeds=3, probe_train=None, probe_test=None),
-}
-
 
 def sweep_scale(preset: str) -> dict:
-    """The sweep's scale at `preset` (the paper variants, paper-192 and so on, use the paper's)."""
-    return dict(SCALES.get(preset, SCALES["paper"]))
+    """The sweep's scale at `preset` (amdim_lib.presets.WORKBOOK_SIZES["06"]), its variants as names."""
+    scale = workbook_sizes("06", preset)
+    return dict(scale, variants=tuple(resolve_variants(scale["variants"])))
 
 
 # ----------------------------------------------------------------------------- configurations

@@ -13,6 +13,7 @@ Images are handled as (H, W, 3) float arrays in [0, 1]; `to_display` converts th
 
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 from .encoder import Encoder, count_parameters, local_width
 from .geometry import receptive_fields
+from .objectives import tanh_clip
 from .views import NORMALISATION
 
 FEATURES = ("r1", "r5", "r7")
@@ -48,7 +50,7 @@ def _bare(ax) -> None:
 
 
 def _rectangle(ax, box, colour, label=None, lw=2.0, ls="-"):
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # lazy: matplotlib loads only when a figure is drawn
     top, left, bottom, right = box
     ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
                            edgecolor=colour, lw=lw, ls=ls, label=label))
@@ -59,8 +61,8 @@ def plot_receptive_fields(images: Mapping[int, np.ndarray], locations: Mapping[s
     """One column per encoder size: the image with the r1, r5 and r7 receptive fields of a location
     drawn on it; with `footprints` (size -> gradient map of `footprint_name` at its location) a second
     row shows the measured gradient with the computed box on top."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
+    from matplotlib.colors import LogNorm  # lazy: matplotlib loads only when a figure is drawn
 
     locations = dict({"r1": (0, 0), "r5": (3, 3), "r7": (1, 1)}, **(locations or {}))
     sizes = sorted(images)
@@ -104,7 +106,7 @@ def image_grid(n_rows: int, n_cols: int, cell: float = 1.25, group: int = 1, tit
     """A figure with an n_rows x n_cols grid of square image axes of side `cell` inches, placed exactly:
     small gaps inside groups of `group` columns (e.g. 2 for view pairs), wider gaps between groups,
     room on the left for row labels and on top for column titles and a title."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     inner, outer, vgap = 0.06 * cell, group_gap * cell, 0.1 * cell
     top = (0.3 if col_titles else 0.05) + (0.45 if title else 0.0)
@@ -189,8 +191,8 @@ def positive_negative_gap(scores: torch.Tensor) -> float:
 def plot_score_matrix(scores: torch.Tensor, ax=None, title: str = "NCE scores", cmap: str = "RdBu_r",
                       vmax: float | None = None):
     """Scores (B, B, L) as an image with the positive blocks (target image = source image) outlined."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
+    from matplotlib.patches import Rectangle  # lazy: matplotlib loads only when a figure is drawn
 
     batch, _, n_loc = scores.shape
     image = score_image(scores)
@@ -213,7 +215,7 @@ def plot_score_matrix(scores: torch.Tensor, ax=None, title: str = "NCE scores", 
 
 def _task_panel(ax_src, ax_trg, view1, view2, fields, task: str, src_loc=(2, 1), trg_loc=(3, 4)):
     """One prediction task: the source location in view 1, arrows to every target location in view 2."""
-    from matplotlib.patches import ConnectionPatch
+    from matplotlib.patches import ConnectionPatch  # lazy: matplotlib loads only when a figure is drawn
 
     src_name, trg_name = {"1t5": ("r1", "r5"), "1t7": ("r1", "r7"), "5t5": ("r5", "r5")}[task]
     src, trg = fields[src_name], fields[trg_name]
@@ -240,7 +242,7 @@ def _task_panel(ax_src, ax_trg, view1, view2, fields, task: str, src_loc=(2, 1),
 def plot_prediction_tasks(view1: np.ndarray, view2: np.ndarray, image_size: int, tasks: Sequence[str] = ("1t5", "1t7", "5t5")):
     """The three AMDIM prediction tasks on one pair of views: which source predicts which targets.
     Dashed: the receptive field of one target location."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     fields = receptive_fields(image_size)
     fig, axes = plt.subplots(len(tasks), 2, figsize=(8.0, 3.4 * len(tasks)), squeeze=False)
@@ -252,8 +254,7 @@ def plot_prediction_tasks(view1: np.ndarray, view2: np.ndarray, image_size: int,
 
 def plot_tanh_clip(clips: Sequence[float] = (5.0, 10.0, 20.0), u_max: float = 60.0):
     """c * tanh(u / c) against u for several c: linear near zero, saturating at +-c."""
-    import matplotlib.pyplot as plt
-    from .objectives import tanh_clip
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     u = torch.linspace(-u_max, u_max, 601)
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
@@ -271,7 +272,7 @@ def plot_tanh_clip(clips: Sequence[float] = (5.0, 10.0, 20.0), u_max: float = 60
 
 def plot_score_histograms(raw: torch.Tensor, clipped: Mapping[str, torch.Tensor], title: str = "Scores before and after clipping"):
     """Histogram of raw scores and of their clipped versions (label -> tensor), log counts."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     raw = raw.detach().flatten().cpu().numpy()
     lo, hi = float(raw.min()), float(raw.max())
@@ -291,7 +292,7 @@ def plot_score_histograms(raw: torch.Tensor, clipped: Mapping[str, torch.Tensor]
 def plot_scale_sweep(scales: Sequence[float], losses: Mapping[str, Sequence[float]], regs: Sequence[float]):
     """Left: NCE loss against a scale factor of the scores, one curve per clipping setting;
     right: the logit regulariser mean(u^2) against the same factor."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for label, values in losses.items():
@@ -313,7 +314,7 @@ def plot_scale_sweep(scales: Sequence[float], losses: Mapping[str, Sequence[floa
 
 def plot_loss_curves(records: Sequence[Mapping], keys: Sequence[str] = ("1t5", "1t7", "5t5"), title: str = "Training loss per task"):
     """Per-task loss against step from the 'train' records of a run's metrics.jsonl."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot picks a backend when imported; only drawing needs it
 
     train = [r for r in records if r.get("kind", "train") == "train"]
     steps = [r["step"] for r in train]
@@ -330,7 +331,6 @@ def plot_loss_curves(records: Sequence[Mapping], keys: Sequence[str] = ("1t5", "
 
 def save_figure(fig, directory, name: str, dpi: int = 120) -> str:
     """Save `fig` as <directory>/<name>.png (tight bounding box) and return the path."""
-    import os
     path = os.path.join(directory, f"{name}.png")
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path

@@ -101,7 +101,7 @@ def single_augmentations(image, policy: str = "cifar", strength: float = 1.0, n:
 
 def views_figure(pairs: Sequence[tuple[np.ndarray, np.ndarray]], title: str = "", cell: float = 1.4):
     """A one-row figure of view pairs, built without pyplot (no global state, nothing auto-displayed)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a figure is drawn
 
     n = len(pairs)
     inner, outer, top = 0.05 * cell, 0.3 * cell, 0.3 + (0.35 if title else 0.0)

@@ -25,7 +25,7 @@ def notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
 
 
 def declared_parameters(path: Path) -> set[str]:
-    import papermill
+    import papermill  # lazy: slow to import; only running a notebook needs it
     return set(papermill.inspect_notebook(str(path)))
 
 
@@ -35,8 +35,8 @@ def run_notebook(path: str | Path, output_dir: str | Path, preset: str = "demo",
     Only parameters the notebook declares are passed (others are dropped), so one call can hand the
     same shared settings (dataset, device, seed, ...) to every notebook.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    import papermill  # lazy: slow to import; only running a notebook needs it
+    from papermill.exceptions import PapermillExecutionError  # lazy: part of papermill, slow to import
 
     path, output_dir = Path(path).resolve(), Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -81,8 +81,8 @@ def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | No
 
 def write_report(executed: list[Path], target: Path, title: str = "AMDIM workbook") -> Path:
     """One self-contained HTML page of the executed notebooks in order (figures embedded)."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    import nbformat  # lazy: only exporting executed notebooks needs it
+    from nbconvert import HTMLExporter  # lazy: slow to import; only the HTML report needs it
 
     combined = nbformat.v4.new_notebook()
     combined.metadata = nbformat.read(executed[0], as_version=4).metadata

@@ -19,10 +19,18 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import time
 from pathlib import Path
 
-SMALL_MODEL = dict(ndf=16, n_rkhs=128, n_depth=1)          # notebook 07's demo model
-DEMO_MODEL = dict(ndf=32, n_rkhs=256, n_depth=2)           # the demo preset's model
+import numpy as np
+import torch
+
+from amdim_lib import segmentation
+from amdim_lib.build import build_encoder
+from amdim_lib.presets import MODEL_SIZES, get_config, workbook_sizes
+
+NOTEBOOK_07 = {"demo": workbook_sizes("07", "demo"), "smoke": workbook_sizes("07", "smoke")}
+SMALL_MODEL = MODEL_SIZES["small"]   # notebook 07's demo model
+DEMO_MODEL = MODEL_SIZES["demo"]     # the demo preset's model
 CANDIDATES = {  # (updates: --steps overrides every candidate's)
-    "07 demo settings, 250 steps": dict(model=SMALL_MODEL, steps=250),
+    "07 demo settings, 250 steps": dict(model=SMALL_MODEL, steps=NOTEBOOK_07["demo"]["steps"]),
     "07 demo settings": dict(model=SMALL_MODEL, steps=1000),
     "full augmentation": dict(model=SMALL_MODEL, steps=1000, augment="full"),
     "tau 3": dict(model=SMALL_MODEL, steps=1000, tau=3.0),
@@ -33,16 +41,18 @@ CANDIDATES = {  # (updates: --steps overrides every candidate's)
 
 
 def config_for(candidate: dict, seed: int, small: bool):
-    from amdim_lib.presets import get_config
-    model = dict(candidate["model"]) if not small else dict(ndf=8, n_rkhs=64, n_depth=1)
-    return get_config("shapes", "smoke", seed=seed, train_size=256 if small else 4000, test_size=64, batch_size=32 if small else 64,
-                      warmup_steps=20, lr=1e-3, milestones=(), augment=candidate.get("augment", "crop"),
-                      num_workers=1, log_every=10, **model)
+    """Notebook 07's demo training with the candidate's model and augmentation (--small: the smoke model
+    on fewer images)."""
+    settings = dict(NOTEBOOK_07["demo"]["model"], test_size=64, augment=candidate.get("augment", "crop"),
+                    **candidate["model"])
+    if small:
+        settings.update(MODEL_SIZES["smoke"], train_size=256, batch_size=32)
+    return get_config("shapes", "smoke", seed=seed, **settings)
 
 
 def evaluation_data(image_size: int, seed: int, small: bool):
-    from amdim_lib import segmentation
-    n, bank = (12, 16) if small else (96, 64)
+    sizes = NOTEBOOK_07["smoke" if small else "demo"]
+    n, bank = sizes["eval_images"], sizes["bank"]
     x, masks, _ = segmentation.shapes_batch("test", n, image_size, seed=seed)
     x_bank = segmentation.shapes_batch("test", bank, image_size, seed=seed, start=n)[0]
     return x, masks, x_bank
@@ -50,15 +60,13 @@ def evaluation_data(image_size: int, seed: int, small: bool):
 
 def run_candidate(args):
     name, candidate, seed, small, device, parallel, run_dir = args
-    import torch
-    from amdim_lib import segmentation
     if parallel > 1:
         torch.set_num_threads(1)  # several candidates share the cores
     config = config_for(candidate, seed, small).replace(device=device, mixture_k=4, mixture_tau=candidate.get("tau", 1.0),
                                                         mixture_alpha=candidate.get("alpha", 0.1))
     start = time.perf_counter()
     model = segmentation.train_mixture(config, run_dir / f"{name.replace(' ', '_')}-seed{seed}",
-                                  steps=4 if small else candidate["steps"])
+                                  steps=NOTEBOOK_07["smoke"]["steps"] if small else candidate["steps"])
     x, masks, x_bank = evaluation_data(config.image_size, seed, small)
     bank = segmentation.negative_bank(model.encoder, x_bank)
     fine = segmentation.evaluate_segmentation(model, x, masks, bank, shifts=4)
@@ -70,10 +78,6 @@ def run_candidate(args):
 
 
 def baselines(seed: int, small: bool) -> dict:
-    import numpy as np
-    import torch
-    from amdim_lib import segmentation
-    from amdim_lib.build import build_encoder
     out = {}
     for label, model in (("small model", SMALL_MODEL), ("demo model", DEMO_MODEL)):
         config = config_for({"model": model}, seed, small)

@@ -6,12 +6,12 @@ import time
 import nbformat
 import pytest
 
-from amdim_lib.sweep import SCALES
+from amdim_lib.sweep import sweep_scale
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
 from notebook_outputs import stderr_of
 
 NOTEBOOK = NOTEBOOKS_DIR / "06_ablations.ipynb"
-SMOKE_VARIANTS = set(SCALES["smoke"]["variants"])
+SMOKE_VARIANTS = set(sweep_scale("smoke")["variants"])
 
 
 def test_notebook_is_committed_clean_with_one_parameters_cell():
@@ -46,7 +46,7 @@ def test_ablation_notebook_runs_the_sweep_and_reports(tmp_path):
     assert set(metrics["significant"]) <= compared | {f"{c['variant']} vs {c['reference']}" for c in metrics["comparisons"]}
     assert "sd" in metrics["rule"]
     assert metrics["chance"] == pytest.approx(0.1) and metrics["cifar10_folder"] is None
-    steps = SCALES["smoke"]["steps"]
+    steps = sweep_scale("smoke")["steps"]
     assert metrics["total_steps"] == metrics["steps_trained_now"] == steps * 2 * (len(SMOKE_VARIANTS) - 1)
     assert (tmp_path / "ablations.png").is_file()
     assert len(list((tmp_path / "shapes").glob("*/seed*/result.json"))) == 2 * len(SMOKE_VARIANTS)
