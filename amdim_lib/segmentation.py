@@ -28,7 +28,9 @@ from .encoder import Encoder
 from .geometry import receptive_fields
 from .mixture import MixtureHead, assignments, component_nce_scores
 from .presets import Config
+from .shapes import Shapes
 from .train import train_until
+from .views import to_tensor
 
 
 @dataclass
@@ -231,7 +233,7 @@ def kmeans_probabilities(features: torch.Tensor, k: int, seed: int = 0, per_imag
     per_image: each image's locations get their own k centroids (the baseline of notebook 07); False:
     one set of k centroids for the locations of all the images (a clustering of the data set).
     """
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # lazy: sklearn is slow to import and only the baseline needs it
 
     batch, dim, gh, gw = features.shape
     groups = [features[b:b + 1] for b in range(batch)] if per_image else [features]
@@ -270,9 +272,6 @@ def fit_centre_blob(masks: np.ndarray, radii: Sequence[float] | None = None) -> 
 
 def shapes_batch(split: str = "test", n: int = 64, image_size: int = 32, seed: int = 0, start: int = 0):
     """(images (n, 3, H, W) normalised like training, masks (n, H, W) bool, labels (n,)) from Shapes."""
-    from .shapes import Shapes
-    from .views import to_tensor
-
     data = Shapes(split, image_size, size=start + n, seed=seed)
     to_x = to_tensor()
     items = [data[i] for i in range(start, start + n)]
