@@ -23,8 +23,8 @@ from .objectives import nce_scores, tanh_clip
 def negatives_per_positive(batch_size: int, target: str = "r7", image_size: int = 32) -> int:
     """Candidates that are not the positive, for one (source, positive location) pair of the 1->target task.
 
-    Read off the shape of the library's own score tensor (B, B, L), built on the meta device so that no
-    memory is used: every location of every other image in the batch is a negative.
+    Read off the shape of the library's own scores of one source against a batch of targets, (1, B, L):
+    every location of every other image in the batch is a negative.
     """
     if batch_size < 2:
         raise ValueError(f"a batch needs at least 2 images to have negatives, got batch_size={batch_size}")
@@ -32,8 +32,7 @@ def negatives_per_positive(batch_size: int, target: str = "r7", image_size: int 
     if target not in fields or target == "r1":
         raise ValueError(f"target must be a local map, 'r5' or 'r7', got {target!r}")
     grid = fields[target].grid
-    scores = nce_scores(torch.empty(batch_size, 1, device="meta"),
-                        torch.empty(batch_size, 1, grid, grid, device="meta"))
+    scores = nce_scores(torch.zeros(1, 1), torch.zeros(batch_size, 1, grid, grid))
     other_images, locations = scores.shape[1] - 1, scores.shape[2]
     return other_images * locations
 
