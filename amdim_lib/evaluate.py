@@ -16,7 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
@@ -63,11 +65,14 @@ def _select_and_fit(make_model, grid, train_x, train_y, test_x, test_y, seed: in
     return {"accuracy": float(model.score(test_x, test_y)), "chosen": best, "validation": scores}
 
 
+def logistic_model(C: float, max_iter: int = 500):
+    """The linear probe's model: multinomial logistic regression on standardised features."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, tol=1e-3))
+
+
 def linear_probe(train_x, train_y, test_x, test_y, Cs=(0.01, 0.1, 1.0), seed: int = 0, held_out: float = 0.1) -> dict:
     """Multinomial logistic regression on standardised features; C chosen on a held-out split."""
-    def make(C):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500, tol=1e-3))
-    return _select_and_fit(make, Cs, train_x, train_y, test_x, test_y, seed, held_out)
+    return _select_and_fit(logistic_model, Cs, train_x, train_y, test_x, test_y, seed, held_out)
 
 
 def mlp_probe(train_x, train_y, test_x, test_y, alphas=(1e-4, 1e-2), hidden: int = 1024, seed: int = 0,
@@ -153,3 +158,71 @@ def results_table(results: dict) -> str:
     return markdown_table(["features", *(f"{p} acc. (%)" for p in probes)],
                           [[name, *(f"{100 * row[p]:.1f}" for p in probes)] for name, row in results.items()],
                           "l" + "r" * len(probes))
+
+
+def per_class_subset(labels, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `per_class` examples drawn without replacement from each class (all of a smaller class)."""
+    labels = np.asarray(labels)
+    picks = [rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
+             for c in np.unique(labels)]
+    return np.sort(np.concatenate(picks))
+
+
+def label_counts(train_labels, wanted=(1, 4, 16, 64)) -> list[int | None]:
+    """The wanted per-class counts below the smallest class size, then None for 'every label'."""
+    smallest = int(np.bincount(np.asarray(train_labels)).min())
+    return [n for n in wanted if n < smallest] + [None]
+
+
+def label_efficiency(train_x, train_y, test_x, test_y, counts, C: float = 0.1, repeats: int = 3, seed: int = 0,
+                     all_accuracy: float | None = None, max_iter: int = 500) -> list[dict]:
+    """Linear-probe test accuracy when only `n` labelled examples per class are available.
+
+    For each n in `counts` (None: the whole training split), draw `repeats` class-balanced subsets,
+    fit standardised logistic regression with a fixed C (too few labels to hold any out for choosing
+    it; pass the C the full linear probe chose) and score the test split. `all_accuracy` reuses an
+    existing full-data result for n=None instead of refitting. Returns one dict per count: per_class,
+    n_labels, mean, std, accuracies.
+    """
+
+    rng = np.random.default_rng(seed)
+    points = []
+    for n in counts:
+        if n is None and all_accuracy is not None:
+            accs = [float(all_accuracy)]
+            n_labels = len(train_y)
+        else:
+            accs = []
+            for _ in range(1 if n is None else repeats):
+                idx = np.arange(len(train_y)) if n is None else per_class_subset(train_y, n, rng)
+                model = logistic_model(C, max_iter)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    model.fit(train_x[idx], train_y[idx])
+                accs.append(float(model.score(test_x, test_y)))
+            n_labels = len(idx)
+        per_class = n if n is not None else round(len(train_y) / len(np.unique(train_y)))
+        points.append({"per_class": per_class, "all": n is None, "n_labels": int(n_labels),
+                       "mean": float(np.mean(accs)), "std": float(np.std(accs)), "accuracies": accs})
+    return points
+
+
+def embed_2d(features, labels, n_points: int = 1000, seed: int = 0, perplexity: float = 30.0, max_iter: int = 500):
+    """t-SNE of a class-balanced random subset of at most `n_points` feature vectors.
+
+    Features are standardised and reduced to 50 principal components first (the usual speed-up).
+    Returns (xy (n, 2), labels (n,)).
+    """
+
+    features, labels = np.asarray(features, dtype=np.float32), np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    n_classes = len(np.unique(labels))
+    idx = per_class_subset(labels, max(1, n_points // n_classes), rng) if len(labels) > n_points else np.arange(len(labels))
+    x = StandardScaler().fit_transform(features[idx])
+    x = np.nan_to_num(x)
+    if x.shape[1] > 50 and len(x) > 50:
+        x = PCA(50, random_state=seed).fit_transform(x)
+    perplexity = min(perplexity, (len(x) - 1) / 3)
+    xy = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=max_iter,
+              random_state=seed).fit_transform(x)
+    return xy, labels[idx]

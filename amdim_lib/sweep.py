@@ -463,9 +463,8 @@ GROUP_COLOURS = {"reference": "tab:blue", "RQ2": "tab:orange", "RQ3": "tab:green
 def plot_sweep(table: list[dict], metrics=("linear", "knn"), chance: float | None = None, title: str = "Ablations"):
     """Bars of the mean test accuracy per variant with ±1 sd error bars over seeds and each seed as a
     dot, one panel per metric, coloured by research question; a dashed line at chance."""
-    # lazy: pyplot starts a plotting backend, which a sweep without figures does not need
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    import matplotlib.pyplot as plt  # lazy: pyplot starts a plotting backend, which a sweep without figures does not need
+    from matplotlib.patches import Patch  # lazy: as pyplot
 
     names = {"linear": "linear probe", "knn": "kNN (k=200)", "mlp": "MLP probe"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.5, 1.0 * len(table) + 2.5) * len(metrics) / 1.4, 4.8),

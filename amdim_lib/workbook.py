@@ -3,7 +3,8 @@
 Conventions every notebook follows: exactly one cell tagged `parameters` (with at least `preset`,
 `output_dir` and `seed`), derived values in the next cell, and `<output_dir>/metrics.json` written with
 the notebook's headline numbers. The executed copy lands beside it, errors included, so a failed run
-can be read cell by cell.
+can be read cell by cell. The report (`amdim_lib.html_report`) leaves out cells tagged `scaffolding`
+and folds those tagged `solution`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+
+from .html_report import write_report
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -77,20 +80,3 @@ def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | No
         write_report(executed, out_dir / "report.html", title=f"AMDIM workbook ({preset} preset)")
         print(f"report: {out_dir / 'report.html'}")
     return summary
-
-
-def write_report(executed: list[Path], target: Path, title: str = "AMDIM workbook") -> Path:
-    """One self-contained HTML page of the executed notebooks in order (figures embedded)."""
-    import nbformat  # lazy: only exporting executed notebooks needs it
-    from nbconvert import HTMLExporter  # lazy: slow to import; only the HTML report needs it
-
-    combined = nbformat.v4.new_notebook()
-    combined.metadata = nbformat.read(executed[0], as_version=4).metadata
-    combined.metadata["title"] = title
-    for path in executed:
-        notebook = nbformat.read(path, as_version=4)
-        # Parameter cells are bookkeeping; the reader of a report wants the prose, code and figures.
-        combined.cells += [c for c in notebook.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    html, _ = HTMLExporter().from_notebook_node(combined)
-    target.write_text(html)
-    return target

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from amdim_lib import report
+from amdim_lib import evaluate, report
 from amdim_lib.presets import get_config
 
 
@@ -100,28 +100,28 @@ def test_training_metrics_prefers_measured_time():
 
 def test_per_class_subset_is_balanced_and_seeded():
     labels = np.array([0] * 10 + [1] * 3 + [2] * 8)
-    idx = report.per_class_subset(labels, 4, np.random.default_rng(0))
+    idx = evaluate.per_class_subset(labels, 4, np.random.default_rng(0))
     assert np.bincount(labels[idx]).tolist() == [4, 3, 4] and len(set(idx)) == len(idx)
-    again = report.per_class_subset(labels, 4, np.random.default_rng(0))
+    again = evaluate.per_class_subset(labels, 4, np.random.default_rng(0))
     assert idx.tolist() == again.tolist()
 
 
 def test_label_counts_stop_below_the_smallest_class():
-    assert report.label_counts(np.repeat(np.arange(3), 20), (1, 4, 16, 64)) == [1, 4, 16, None]
-    assert report.label_counts(np.repeat(np.arange(3), 4), (1, 4, 16)) == [1, None]
+    assert evaluate.label_counts(np.repeat(np.arange(3), 20), (1, 4, 16, 64)) == [1, 4, 16, None]
+    assert evaluate.label_counts(np.repeat(np.arange(3), 4), (1, 4, 16)) == [1, None]
 
 
 def test_label_efficiency_rises_with_labels_on_separable_data():
     x, y = _clusters(n_per_class=60, spread=2.5)
     test_x, test_y = _clusters(n_per_class=50, spread=2.5, seed=0)
     test_x = test_x + 0.1 * np.random.default_rng(1).normal(size=test_x.shape)
-    points = report.label_efficiency(x, y, test_x, test_y, [1, 4, None], C=1.0, repeats=4, seed=0)
+    points = evaluate.label_efficiency(x, y, test_x, test_y, [1, 4, None], C=1.0, repeats=4, seed=0)
     assert [p["per_class"] for p in points] == [1, 4, 60] and [p["all"] for p in points] == [False, False, True]
     assert [p["n_labels"] for p in points] == [4, 16, 240]
     assert len(points[0]["accuracies"]) == 4 and len(points[-1]["accuracies"]) == 1
     assert points[-1]["mean"] > 0.9
     assert points[0]["mean"] < points[-1]["mean"], "one label per class is worse than all of them"
-    reused = report.label_efficiency(x, y, test_x, test_y, [None], all_accuracy=0.5)
+    reused = evaluate.label_efficiency(x, y, test_x, test_y, [None], all_accuracy=0.5)
     assert reused[0]["mean"] == 0.5 and reused[0]["n_labels"] == 240
     fig = report.plot_label_efficiency({"a": points, "b": points}, n_classes=4)
     assert fig.axes[0].get_xscale() == "log"
@@ -132,7 +132,7 @@ def test_label_efficiency_rises_with_labels_on_separable_data():
 
 def test_embed_2d_subsamples_per_class_and_keeps_clusters_apart():
     x, y = _clusters(n_per_class=50, classes=3, d=64, spread=0.3)
-    xy, labels = report.embed_2d(x, y, n_points=60, seed=0)
+    xy, labels = evaluate.embed_2d(x, y, n_points=60, seed=0)
     assert xy.shape == (60, 2) and np.bincount(labels).tolist() == [20, 20, 20]
     # Each point's nearest neighbour in the plane has its class.
     dist = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.eye(len(xy)) * 1e9

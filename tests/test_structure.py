@@ -21,8 +21,9 @@ LAYERS = [
     ("checkpoints",),                                                                # run files
     ("build",),                                                                      # factories
     ("train", "supervised"),                                                         # training loops
-    ("evaluate", "segmentation", "sweep", "bench", "results"),                       # analysis
-    ("viz", "report", "segmentation_plots", "widgets", "mixture_widgets", "workbook"),  # figures and UI
+    ("evaluate", "segmentation", "sweep", "bench", "results", "exercises"),          # analysis
+    ("viz", "report", "segmentation_plots", "widgets", "mixture_widgets"),           # figures and UI
+    ("html_report", "workbook"),                                                     # the notebooks' report
     ("__main__",),                                                                   # the command line
 ]
 RANK = {module: rank for rank, modules in enumerate(LAYERS) for module in modules}
@@ -126,6 +127,14 @@ def test_function_local_imports_are_only_heavy_external_ones(name):
             wrong.append(f"amdim_lib/{name}.py:{node.lineno} in {function}(): {ast.unparse(node)}")
     assert not wrong, ("move these imports to the top of the module (only " + ", ".join(LAZY_ALLOWED)
                        + " may load lazily):\n" + "\n".join(wrong))
+
+
+@pytest.mark.parametrize("name", sorted(RANK))
+def test_every_lazy_import_says_why(name):
+    lines = (PACKAGE / f"{name}.py").read_text().splitlines()
+    silent = [f"amdim_lib/{name}.py:{node.lineno}: {lines[node.lineno - 1].strip()}"
+              for node in function_local_imports(modules()[name]) if "# lazy:" not in lines[node.lineno - 1]]
+    assert not silent, "say on the line why the import waits (`# lazy: ...`):\n" + "\n".join(silent)
 
 
 @pytest.mark.parametrize("name", sorted(RANK))

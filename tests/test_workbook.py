@@ -5,7 +5,8 @@ import json
 import nbformat
 import pytest
 
-from amdim_lib.workbook import NotebookError, notebooks, run_notebook, write_report
+from amdim_lib.html_report import notebook_title, write_report
+from amdim_lib.workbook import NotebookError, notebooks, run_notebook
 
 
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
@@ -48,3 +49,19 @@ def test_run_notebook_passes_declared_parameters_and_reads_metrics(tmp_path):
     report = write_report([tmp_path / "out" / "98_ok.ipynb"], tmp_path / "report.html")
     assert "<html" in report.read_text().lower()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("heading, title", [("# 01 · Views of a shared context", "Views of a shared context"),
+                                            ("# 4. Training AMDIM", "Training AMDIM"),
+                                            ("# 3D shapes", "3D shapes")])
+def test_notebook_title_is_the_first_heading_without_its_number(tmp_path, heading, title):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell(f"{heading}\n\nText.\n\n# Later")]
+    nbformat.write(nb, tmp_path / "05_any.ipynb")
+    assert notebook_title(tmp_path / "05_any.ipynb") == title
+
+
+def test_write_report_needs_at_least_one_notebook(tmp_path):
+    with pytest.raises(ValueError, match="at least one executed notebook"):
+        write_report([], tmp_path / "report.html")
+    assert not (tmp_path / "report.html").exists()
