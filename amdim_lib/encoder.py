@@ -5,7 +5,9 @@ Read top to bottom: building blocks first, then the three stacks (32, 64 and 128
 
 Shapes for a 32 px input (64 and 128 px reach the same 7, 5, 3, 1 grid with more stride):
 
-    conv3 30 -> res1x1 30 -> block 14 -> block 7 [r7] -> block 5 [r5] -> block 3 -> res 1 -> BN [r1]
+    conv3 30 -> res1x1 30 -> block 14 -> block 7 -> [BN] [r7] -> block 5 [r5] -> block 3 -> res 1 -> BN [r1]
+
+([BN]: only with use_bn; it normalises the 7x7 features that both the r7 head and the 5x5 block read.)
 
 Every residual branch ends in a zero-initialised 1x1 conv, so a fresh encoder is a stack of pooled
 identities on top of its first conv: training starts from a smooth, well-conditioned network.
@@ -117,6 +119,7 @@ def _trunk(image_size: int, ndf: int, n_rkhs: int, n_depth: int, use_bn: bool):
             ConvResNxN(ndf, ndf, 1, 1, use_bn),    # 30
             block(ndf, 2 * ndf, 4, 2),             # 14
             block(2 * ndf, wide, 2, 2),            # 7
+            _batch_norm(wide, use_bn),
         )
     else:
         if image_size == 64:
@@ -128,6 +131,7 @@ def _trunk(image_size: int, ndf: int, n_rkhs: int, n_depth: int, use_bn: bool):
             block(ndf, 2 * ndf, 4, 2),             # 30
             block(2 * ndf, 4 * ndf, 4, 2),         # 14
             block(4 * ndf, wide, 2, 2),            # 7
+            _batch_norm(wide, use_bn),
         )
     to_r5 = block(wide, wide, 3, 1)                # 5
     to_r1 = nn.Sequential(
@@ -146,7 +150,8 @@ class Encoder(nn.Module):
         ndf: base width; the local features have 4*ndf (32 px) or 8*ndf (64/128 px) channels.
         n_rkhs: dimension of the embedding space in which global and local features are compared.
         n_depth: residual units per block (1 strided unit + n_depth-1 1x1 units).
-        use_bn: batch norm inside the residual branches (the paper's default is off).
+        use_bn: batch norm inside the residual branches and on the 7x7 features (the paper's default
+            is off); the heads' output BN and the final BN of r1 are always on.
     """
 
     def __init__(self, image_size: int = 32, ndf: int = 64, n_rkhs: int = 512, n_depth: int = 3, use_bn: bool = False):

@@ -67,3 +67,15 @@ def test_invalid_configurations_are_refused():
     encoder = Encoder(32, 8, 64, 1)
     with pytest.raises(ValueError, match="32x32"):
         encoder(torch.randn(1, 3, 64, 64))
+
+
+def test_use_bn_normalises_the_7x7_features_that_r7_and_the_5x5_block_read():
+    encoder = Encoder(32, ndf=8, n_rkhs=64, n_depth=1, use_bn=True).eval()
+    with torch.no_grad():
+        encoder.to_r7[-1].running_mean.fill_(5.0)  # a BN on the 7x7 features would subtract this
+        x = torch.randn(2, 3, 32, 32)
+        shifted = encoder(x)
+        encoder.to_r7[-1].running_mean.zero_()
+        plain = encoder(x)
+    assert isinstance(encoder.to_r7[-1], torch.nn.BatchNorm2d)
+    assert not torch.allclose(shifted.r7, plain.r7) and not torch.allclose(shifted.r5, plain.r5)
