@@ -11,10 +11,15 @@ Shapes for a 32 px input (64 and 128 px reach the same 7, 5, 3, 1 grid with more
 
 Every residual branch ends in a zero-initialised 1x1 conv, so a fresh encoder is a stack of pooled
 identities on top of its first conv: training starts from a smooth, well-conditioned network.
+
+Every batch norm is a `ViewBatchNorm2d`: when both views of a batch go through one forward pass
+(`views_in_batch`), each view is normalised with its own batch statistics, as in the official code,
+which encodes the two views in separate calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -32,9 +37,46 @@ class Features(NamedTuple):
     r7: torch.Tensor
 
 
+class ViewBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, in training, can normalise the views stacked in a batch separately.
+
+    With `views` = n > 1 the batch is n equal chunks (all images of view 1, then of view 2, ...):
+    each chunk is normalised with its own statistics and updates the running statistics in turn,
+    exactly as n separate forward passes would. In eval mode, or with n = 1, it is plain BatchNorm2d.
+    `views` is set for one forward pass by `views_in_batch`.
+    """
+
+    views = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.views == 1:
+            return self.normalise(x)
+        if x.shape[0] % self.views:
+            raise ValueError(f"a batch of {x.shape[0]} cannot be split into {self.views} views of equal size")
+        return torch.cat([self.normalise(chunk) for chunk in x.chunk(self.views)])
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch norm of one group of images (a subclass may gather its statistics elsewhere)."""
+        return super().forward(x)
+
+
+@contextlib.contextmanager
+def views_in_batch(module: nn.Module, views: int):
+    """While active, every ViewBatchNorm2d in `module` treats a training batch as `views` stacked views."""
+    norms = [m for m in module.modules() if isinstance(m, ViewBatchNorm2d)]
+    previous = [m.views for m in norms]
+    for m in norms:
+        m.views = views
+    try:
+        yield module
+    finally:
+        for m, n in zip(norms, previous):
+            m.views = n
+
+
 def _batch_norm(channels: int, use_bn: bool) -> nn.Module:
     # Optional BN is left out entirely (not merely skipped) so that every parameter is used.
-    return nn.BatchNorm2d(channels) if use_bn else nn.Identity()
+    return ViewBatchNorm2d(channels) if use_bn else nn.Identity()
 
 
 class Conv3x3(nn.Module):
@@ -92,7 +134,7 @@ class LocalHead(nn.Module):
         self.bn1 = _batch_norm(n_out, use_bn)
         self.conv2 = nn.Conv2d(n_out, n_out, 1, bias=False)
         self.shortcut = nn.Conv2d(n_in, n_out, 1, bias=True)
-        self.bn_out = nn.BatchNorm2d(n_out)
+        self.bn_out = ViewBatchNorm2d(n_out)
         nn.init.zeros_(self.conv2.weight)
         if n_out >= n_in:  # identity on the first n_in channels, small noise elsewhere
             with torch.no_grad():
@@ -137,7 +179,7 @@ def _trunk(image_size: int, ndf: int, n_rkhs: int, n_depth: int, use_bn: bool):
     to_r1 = nn.Sequential(
         block(wide, wide, 3, 1),                   # 3
         ConvResNxN(wide, n_rkhs, 3, 1, use_bn),    # 1
-        nn.BatchNorm2d(n_rkhs),
+        ViewBatchNorm2d(n_rkhs),
     )
     return to_r7, to_r5, to_r1
 

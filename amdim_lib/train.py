@@ -1,7 +1,7 @@
 """The training loop: one plain loop, readable top to bottom.
 
     for each batch of (view1, view2, label):
-        features of both views in one forward pass
+        features of both views in one forward pass (batch norm per view, as two passes would)
         AMDIM loss (1->5, 1->7, 5->5) + online linear/MLP probes on the detached global feature
             (config.mixture_k > 0: the 1->7 term through k mixture components, amdim_lib.mixture)
         one Adam step, one scheduler step
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .build import autocast, autocast_dtype, build_data, build_encoder, make_loader, select_device
 from .checkpoints import latest_run_checkpoint, save_run_checkpoint, truncate_metrics
-from .encoder import Encoder, Features
+from .encoder import Encoder, Features, views_in_batch
 from .objectives import amdim_loss
 from .presets import Config
 from .mixture import MixtureHead, mixture_amdim_loss
@@ -59,18 +59,25 @@ class AMDIM(nn.Module):
     `encoder` may be a torch.compile'd wrapper; checkpoints store the plain module's weights.
     """
 
-    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False, mixture: nn.Module | None = None):
+    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False, mixture: nn.Module | None = None,
+                 bn_per_view: bool = True):
         super().__init__()
         self.encoder, self.probes, self.channels_last, self.mixture = encoder, probes, channels_last, mixture
+        self.bn_per_view = bn_per_view
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor):
-        """Features of both views (one pass: BN sees them together), probe logits on view 1's r1 and,
-        with a mixture head, the k components of each view's r1 (else None). The head runs here, inside
-        the forward that DDP wraps, so that its gradients are synchronised like the encoder's."""
+        """Features of both views, probe logits on view 1's r1 and, with a mixture head, the k
+        components of each view's r1 (else None).
+
+        The views share one forward pass; with `bn_per_view` every encoder BN normalises each view with
+        its own statistics (as the official code's two separate passes do), else both views together.
+        The head runs here, inside the forward that DDP wraps, so that its gradients are synchronised
+        like the encoder's."""
         x = torch.cat([x1, x2])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        both = self.encoder(x)
+        with views_in_batch(self.encoder, 2 if self.bn_per_view else 1):
+            both = self.encoder(x)
         batch = len(x1)
         f1 = Features(*(t[:batch] for t in both))
         f2 = Features(*(t[batch:] for t in both))
@@ -128,7 +135,8 @@ def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, wor
 
 def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
     """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
-    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture)
+    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture,
+                 bn_per_view=getattr(config, "bn_per_view", True))
 
 
 def build_mixture(config: Config) -> nn.Module | None:
