@@ -20,6 +20,7 @@ from amdim_lib.encoder import Features, views_in_batch
 from amdim_lib.objectives import amdim_loss, random_location
 from amdim_lib.official import our_name
 from amdim_lib.presets import get_config
+from amdim_lib.train import Runtime, build_state, probe_loss, train_step
 
 DATA = Path(__file__).parent / "data" / "official"
 REFERENCE = torch.load(DATA / "reference.pt", weights_only=True)
@@ -104,6 +105,30 @@ def test_official_loss_equals_amdim_loss(result):
         torch.testing.assert_close(ours[our_key], result[official_key], rtol=1e-6, atol=1e-6, msg=our_key)
     total = result["1t5"] + result["1t7"] + result["5t5"] + result["lgt_reg"]  # the official loss_inf
     torch.testing.assert_close(ours["loss"], total, rtol=1e-6, atol=1e-6)
+
+
+def test_probe_loss_is_the_official_classifier_loss():
+    reference = REFERENCE["probe_loss"]
+    torch.testing.assert_close(probe_loss(reference["logits"], reference["labels"]), reference["loss"],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_train_step_probes_read_both_views_with_the_official_loss():
+    config = get_config("shapes", "smoke", warmup_steps=0, probe_dropout=0.0)
+    torch.manual_seed(0)
+    state = build_state(config, 10, torch.device("cpu"), 1)
+    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, -1, 5, 6, -1])
+    state.model.train()
+    state.probes.eval()  # (its BN then reads running statistics: logits do not depend on the batch)
+    encoder, probes = copy.deepcopy(state.encoder), copy.deepcopy(state.probes)
+    with torch.no_grad():  # each view encoded alone, in training mode: what per-view BN reproduces
+        expected = probes(torch.cat([encoder(x).r1.flatten(1) for x in (x1, x2)]))
+    _, probe_losses, logits = train_step(state, x1, x2, y, config, Runtime(torch.device("cpu")))
+    assert set(logits) == set(expected) == {"linear", "mlp"}
+    for name, out in logits.items():
+        torch.testing.assert_close(out, expected[name], rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(probe_losses[name], probe_loss(out, torch.cat([y, y])), msg=name)
 
 
 def test_project_checkpoints_load_through_the_same_function(tmp_path):
