@@ -5,8 +5,8 @@ What changes with N processes, and why:
   the batches that one process would see with the same `batch_size` (the global batch);
 - NCE negatives span the global batch: target features are gathered from every rank with their
   gradients (`gather_with_grad`), as in the official code;
-- batch norm statistics span the global batch (`SyncedBatchNorm`), so one DDP step equals one
-  single-process step on the concatenated batch;
+- batch norm statistics span the global batch (`SyncedBatchNorm`; per view when the views are
+  normalised separately), so one DDP step equals one single-process step on the concatenated batch;
 - rank 0 logs and writes checkpoints; every rank resumes from the same file.
 """
 
@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
+
+from .encoder import ViewBatchNorm2d
 
 
 @dataclass(frozen=True)
@@ -108,19 +110,21 @@ def gather_with_grad(tensor: torch.Tensor, context: Context) -> torch.Tensor:
     return _GatherWithGrad.apply(tensor) if context.enabled else tensor
 
 
-class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
+class SyncedBatchNorm(ViewBatchNorm2d):
     """Batch norm whose training statistics span every rank (a differentiable all-reduce of the sums).
 
-    Unlike nn.SyncBatchNorm it also runs on CPUs (gloo). With one process it is plain batch norm.
+    Unlike nn.SyncBatchNorm it also runs on CPUs (gloo), and it takes 2-D to 4-D inputs. With one
+    process it is plain batch norm. As a ViewBatchNorm2d it normalises stacked views separately
+    (`views_in_batch`): each view's statistics then span that view's images on every rank.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() not in (2, 3, 4):
             raise ValueError(f"expected a 2-D, 3-D or 4-D input, got {x.dim()}-D")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
+            return super().normalise(x)
         dims = [0] + list(range(2, x.dim()))
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=x.dtype)
         sums = dist_fn.all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]), group=_features_group())

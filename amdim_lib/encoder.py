@@ -5,14 +5,21 @@ Read top to bottom: building blocks first, then the three stacks (32, 64 and 128
 
 Shapes for a 32 px input (64 and 128 px reach the same 7, 5, 3, 1 grid with more stride):
 
-    conv3 30 -> res1x1 30 -> block 14 -> block 7 [r7] -> block 5 [r5] -> block 3 -> res 1 -> BN [r1]
+    conv3 30 -> res1x1 30 -> block 14 -> block 7 -> [BN] [r7] -> block 5 [r5] -> block 3 -> res 1 -> BN [r1]
+
+([BN]: only with use_bn; it normalises the 7x7 features that both the r7 head and the 5x5 block read.)
 
 Every residual branch ends in a zero-initialised 1x1 conv, so a fresh encoder is a stack of pooled
 identities on top of its first conv: training starts from a smooth, well-conditioned network.
+
+Every batch norm is a `ViewBatchNorm2d`: when both views of a batch go through one forward pass
+(`views_in_batch`), each view is normalised with its own batch statistics, as in the official code,
+which encodes the two views in separate calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -30,9 +37,46 @@ class Features(NamedTuple):
     r7: torch.Tensor
 
 
+class ViewBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, in training, can normalise the views stacked in a batch separately.
+
+    With `views` = n > 1 the batch is n equal chunks (all images of view 1, then of view 2, ...):
+    each chunk is normalised with its own statistics and updates the running statistics in turn,
+    exactly as n separate forward passes would. In eval mode, or with n = 1, it is plain BatchNorm2d.
+    `views` is set for one forward pass by `views_in_batch`.
+    """
+
+    views = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.views == 1:
+            return self.normalise(x)
+        if x.shape[0] % self.views:
+            raise ValueError(f"a batch of {x.shape[0]} cannot be split into {self.views} views of equal size")
+        return torch.cat([self.normalise(chunk) for chunk in x.chunk(self.views)])
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch norm of one group of images (a subclass may gather its statistics elsewhere)."""
+        return super().forward(x)
+
+
+@contextlib.contextmanager
+def views_in_batch(module: nn.Module, views: int):
+    """While active, every ViewBatchNorm2d in `module` treats a training batch as `views` stacked views."""
+    norms = [m for m in module.modules() if isinstance(m, ViewBatchNorm2d)]
+    previous = [m.views for m in norms]
+    for m in norms:
+        m.views = views
+    try:
+        yield module
+    finally:
+        for m, n in zip(norms, previous):
+            m.views = n
+
+
 def _batch_norm(channels: int, use_bn: bool) -> nn.Module:
     # Optional BN is left out entirely (not merely skipped) so that every parameter is used.
-    return nn.BatchNorm2d(channels) if use_bn else nn.Identity()
+    return ViewBatchNorm2d(channels) if use_bn else nn.Identity()
 
 
 class Conv3x3(nn.Module):
@@ -90,7 +134,7 @@ class LocalHead(nn.Module):
         self.bn1 = _batch_norm(n_out, use_bn)
         self.conv2 = nn.Conv2d(n_out, n_out, 1, bias=False)
         self.shortcut = nn.Conv2d(n_in, n_out, 1, bias=True)
-        self.bn_out = nn.BatchNorm2d(n_out)
+        self.bn_out = ViewBatchNorm2d(n_out)
         nn.init.zeros_(self.conv2.weight)
         if n_out >= n_in:  # identity on the first n_in channels, small noise elsewhere
             with torch.no_grad():
@@ -117,6 +161,7 @@ def _trunk(image_size: int, ndf: int, n_rkhs: int, n_depth: int, use_bn: bool):
             ConvResNxN(ndf, ndf, 1, 1, use_bn),    # 30
             block(ndf, 2 * ndf, 4, 2),             # 14
             block(2 * ndf, wide, 2, 2),            # 7
+            _batch_norm(wide, use_bn),
         )
     else:
         if image_size == 64:
@@ -128,12 +173,13 @@ def _trunk(image_size: int, ndf: int, n_rkhs: int, n_depth: int, use_bn: bool):
             block(ndf, 2 * ndf, 4, 2),             # 30
             block(2 * ndf, 4 * ndf, 4, 2),         # 14
             block(4 * ndf, wide, 2, 2),            # 7
+            _batch_norm(wide, use_bn),
         )
     to_r5 = block(wide, wide, 3, 1)                # 5
     to_r1 = nn.Sequential(
         block(wide, wide, 3, 1),                   # 3
         ConvResNxN(wide, n_rkhs, 3, 1, use_bn),    # 1
-        nn.BatchNorm2d(n_rkhs),
+        ViewBatchNorm2d(n_rkhs),
     )
     return to_r7, to_r5, to_r1
 
@@ -146,7 +192,8 @@ class Encoder(nn.Module):
         ndf: base width; the local features have 4*ndf (32 px) or 8*ndf (64/128 px) channels.
         n_rkhs: dimension of the embedding space in which global and local features are compared.
         n_depth: residual units per block (1 strided unit + n_depth-1 1x1 units).
-        use_bn: batch norm inside the residual branches (the paper's default is off).
+        use_bn: batch norm inside the residual branches and on the 7x7 features (the paper's default
+            is off); the heads' output BN and the final BN of r1 are always on.
     """
 
     def __init__(self, image_size: int = 32, ndf: int = 64, n_rkhs: int = 512, n_depth: int = 3, use_bn: bool = False):

@@ -1,8 +1,8 @@
 """The training loop: one plain loop, readable top to bottom.
 
     for each batch of (view1, view2, label):
-        features of both views in one forward pass
-        AMDIM loss (1->5, 1->7, 5->5) + online linear/MLP probes on the detached global feature
+        features of both views in one forward pass (batch norm per view, as two passes would)
+        AMDIM loss (1->5, 1->7, 5->5) + online linear/MLP probes on both views' detached global features
             (config.mixture_k > 0: the 1->7 term through k mixture components, amdim_lib.mixture)
         one Adam step, one scheduler step
     after each epoch: probe accuracy on the held-out split, checkpoint
@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .build import autocast, autocast_dtype, build_data, build_encoder, make_loader, select_device, steps_per_epoch
 from .checkpoints import latest_run_checkpoint, save_run_checkpoint, truncate_metrics
-from .encoder import Encoder, Features
-from .objectives import amdim_loss
+from .encoder import Encoder, Features, views_in_batch
+from .objectives import amdim_loss, tanh_clip
 from .presets import Config
 from .mixture import MixtureHead, mixture_amdim_loss
 
@@ -40,8 +40,18 @@ from .mixture import MixtureHead, mixture_amdim_loss
 
 # ----------------------------------------------------------------------------- probes, sampler, schedule
 
+# The official probes' loss: cross-entropy on logits softly clipped to +-10, plus a small penalty on
+# the squared raw logits (both keep the probes' logits from growing without bound).
+PROBE_CLIP = 10.0
+PROBE_LOGIT_PENALTY = 1e-3
+
+
 class Probes(nn.Module):
-    """Online classifiers on the detached global feature: linear, and MLP as in the paper."""
+    """Online classifiers on the detached global feature: linear, and MLP as in the paper.
+
+    (The MLP's first layer keeps a bias, which the official code leaves out: batch norm follows it,
+    so the bias changes no output and no gradient, and checkpoints keep their keys.)
+    """
 
     def __init__(self, n_in: int, n_classes: int, hidden: int = 1024, dropout: float = 0.2):
         super().__init__()
@@ -53,29 +63,46 @@ class Probes(nn.Module):
         return {"linear": self.linear(h), "mlp": self.mlp(h)}
 
 
+def probe_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The official probes' loss: cross-entropy of PROBE_CLIP * tanh(logits / PROBE_CLIP) over the labelled
+    rows (label >= 0) plus PROBE_LOGIT_PENALTY x the mean squared raw logit over every row."""
+    logits, labelled = logits.float(), labels >= 0  # (under autocast the probes may return bf16/fp16)
+    penalty = PROBE_LOGIT_PENALTY * logits.pow(2).mean()
+    if not labelled.any():
+        return penalty
+    return F.cross_entropy(tanh_clip(logits[labelled], PROBE_CLIP), labels[labelled]) + penalty
+
+
 class AMDIM(nn.Module):
     """The encoder, its online probes and, with `mixture_k`, the mixture head as one module (what DDP wraps).
 
     `encoder` may be a torch.compile'd wrapper; checkpoints store the plain module's weights.
     """
 
-    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False, mixture: nn.Module | None = None):
+    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False, mixture: nn.Module | None = None,
+                 bn_per_view: bool = True):
         super().__init__()
         self.encoder, self.probes, self.channels_last, self.mixture = encoder, probes, channels_last, mixture
+        self.bn_per_view = bn_per_view
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor):
-        """Features of both views (one pass: BN sees them together), probe logits on view 1's r1 and,
-        with a mixture head, the k components of each view's r1 (else None). The head runs here, inside
-        the forward that DDP wraps, so that its gradients are synchronised like the encoder's."""
+        """Features of both views, probe logits on both views' r1 (view 1's rows, then view 2's) and,
+        with a mixture head, the k components of each view's r1 (else None).
+
+        The views share one forward pass; with `bn_per_view` every encoder BN normalises each view with
+        its own statistics (as the official code's two separate passes do), else both views together.
+        The head runs here, inside the forward that DDP wraps, so that its gradients are synchronised
+        like the encoder's."""
         x = torch.cat([x1, x2])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        both = self.encoder(x)
+        with views_in_batch(self.encoder, 2 if self.bn_per_view else 1):
+            both = self.encoder(x)
         batch = len(x1)
         f1 = Features(*(t[:batch] for t in both))
         f2 = Features(*(t[batch:] for t in both))
         components = None if self.mixture is None else (self.mixture(f1.r1), self.mixture(f2.r1))
-        return f1, f2, self.probes(f1.r1.detach().flatten(1).float()), components
+        return f1, f2, self.probes(both.r1.detach().flatten(1).float()), components
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -128,7 +155,8 @@ def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, wor
 
 def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
     """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
-    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture)
+    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture,
+                 bn_per_view=getattr(config, "bn_per_view", True))
 
 
 def build_mixture(config: Config) -> nn.Module | None:
@@ -242,10 +270,9 @@ def train_step(state: TrainState, x1, x2, y, config: Config, runtime: Runtime):
         else:  # the 1t7 task through the k mixture components (amdim_lib.mixture)
             losses = mixture_amdim_loss(f1, f2, components, config.mixture_tau, config.mixture_alpha, config.tclip,
                                         config.reg_weight, state.nce_rng, config.tasks, context=context)
-    # Unlabelled items (label -1, e.g. STL-10's unlabeled split) train the encoder but never the probes.
-    labelled = y >= 0
-    probe_losses = {name: F.cross_entropy(out[labelled], y[labelled]) if labelled.any() else out.sum() * 0.0
-                    for name, out in logits.items()}
+    # The probes see both views. Unlabelled items (label -1, e.g. STL-10's unlabeled split) add no
+    # cross-entropy, only their logits' penalty, as in the official code.
+    probe_losses = {name: probe_loss(out, torch.cat([y, y])) for name, out in logits.items()}
     total = losses["loss"] + sum(probe_losses.values())
     if not _all_ranks_finite(total, context):
         terms = {k: float(v.detach()) for k, v in {**losses, **probe_losses}.items() if v.dim() == 0}
@@ -466,7 +493,7 @@ def _record_step(state: TrainState, outcome, y, config: Config, runtime: Runtime
     if state.step % config.log_every and state.step not in last_steps:
         return None
     context = runtime.context
-    y = y.to(runtime.device)
+    y = torch.cat([y, y]).to(runtime.device)  # the probes' logits cover both views
     usage = _component_usage(losses.pop("q"), context) if "q" in losses else None
     losses = distributed.mean_over_ranks(losses, context)
     probe_losses = distributed.mean_over_ranks(probe_losses, context)
