@@ -45,6 +45,8 @@ class Config:
     n_rkhs: int = 1024
     n_depth: int = 3
     use_bn: bool = False
+    bn_per_view: bool = True             # batch norm statistics per view, as the official code's separate passes;
+                                         # False: both views share them (one batch of 2B)
     probe_dropout: float = 0.2           # dropout of the online MLP probe (as in the paper)
     # objective
     tclip: float | None = 20.0
@@ -139,7 +141,11 @@ class Config:
         unknown = set(values) - set(names)
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}; known keys: {sorted(names)}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+        # A run saved before per-view batch norm existed shared the statistics of both views: say so, so
+        # that such a run is never resumed or reused as if it had been trained per view.
+        values.setdefault("bn_per_view", False)
+        return cls(**values)
 
 
 # Encoder sizes by name (ndf, n_rkhs, n_depth), shared by the presets, the notebooks and the benchmarks.

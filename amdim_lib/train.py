@@ -156,7 +156,7 @@ def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, wor
 def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
     """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
     return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture,
-                 bn_per_view=getattr(config, "bn_per_view", True))
+                 bn_per_view=config.bn_per_view)
 
 
 def build_mixture(config: Config) -> nn.Module | None:

@@ -19,7 +19,8 @@ LAYERS = [
     ("distributed", "objectives", "mixture", "bounds", "reference"),                 # objectives
     ("presets",),                                                                    # configurations
     ("checkpoints",),                                                                # run files
-    ("build",),                                                                      # factories
+    ("build", "official"),                                                           # factories, checkpoints in
+                                                                                     # the official format
     ("train", "supervised"),                                                         # training loops
     ("evaluate", "segmentation", "sweep", "bench", "results", "exercises"),          # analysis
     ("viz", "report", "segmentation_plots", "widgets", "mixture_widgets"),           # figures and UI
