@@ -17,7 +17,7 @@ from .checkpoints import load_checkpoint
 from .datasets import build_dataset, num_classes, self_supervised_split
 from .encoder import Encoder
 from .presets import Config
-from .views import Transformed, ViewPair, eval_transform, make_two_views, resolve_policy
+from .views import Transformed, ViewPair, eval_transform, make_two_views, normalisation_for, resolve_policy
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -80,10 +80,25 @@ def build_splits(config: Config, self_supervised: bool = False):
                  for split, size in ((train_split, config.train_size), ("test", config.test_size)))
 
 
+def two_views(config: Config):
+    """The training views of `config`: per batch on the training device (`batch_views`) or per image
+    in the loader, with the data set's normalisation."""
+    policy, normalise = resolve_policy(config.policy, config.image_size), normalisation_for(config.dataset)
+    if config.batch_views:
+        return BatchedViews(policy, config.image_size, normalise=normalise, level=config.augment)
+    return make_two_views(policy, config.image_size, normalise, level=config.augment)
+
+
+def eval_transform_for(config: Config):
+    """The deterministic transform of `config`'s test images (its view policy, size and normalisation)."""
+    policy = resolve_policy(config.policy, config.image_size)
+    return eval_transform(policy, config.image_size, normalisation_for(config.dataset))
+
+
 def eval_dataset(dataset, config: Config) -> Transformed:
-    """`dataset` read through the deterministic test transform of `config` (its view policy and size):
-    what the online probes, the frozen-feature probes and the test split of every run see."""
-    return Transformed(dataset, eval_transform(resolve_policy(config.policy, config.image_size), config.image_size))
+    """`dataset` read through the test transform of `config`: what the online probes, the frozen-feature
+    probes and the test split of every run see."""
+    return Transformed(dataset, eval_transform_for(config))
 
 
 def build_data(config: Config, self_supervised: bool = True):
@@ -93,10 +108,7 @@ def build_data(config: Config, self_supervised: bool = True):
     `train`, not `train+unlabeled`), as the supervised baseline needs.
     """
     train_base, test_base = build_splits(config, self_supervised=self_supervised)
-    policy = resolve_policy(config.policy, config.image_size)
-    views = (BatchedViews(policy, config.image_size, level=config.augment) if config.batch_views
-             else make_two_views(policy, config.image_size, level=config.augment))
-    pairs = ViewPair(train_base, views, seed=config.seed)
+    pairs = ViewPair(train_base, two_views(config), seed=config.seed)
     if len(pairs) < config.batch_size:
         split = "training" if self_supervised else "labelled training"
         raise ValueError(f"the {split} split has {len(pairs)} images, fewer than one batch of {config.batch_size}; "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .encoder import IMAGE_SIZES, local_width
 from .mixture import DEFAULT_ALPHA, DEFAULT_TAU
 from .objectives import TASKS
-from .views import LEVELS, STRONG_POLICIES, VIEW_POLICIES
+from .views import LEVELS, NORMALISATION, STRONG_POLICIES, VIEW_POLICIES, normalisation_for
 
 PRESETS_NAMES = ("smoke", "demo", "paper")
 # Configuration keys that say where and how a run executes, not what it computes (a run may resume,
@@ -134,6 +134,10 @@ class Config:
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel that this run's inputs are normalised with (views.NORMALISATION)."""
+        return NORMALISATION[normalisation_for(self.dataset)]
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":

@@ -38,13 +38,24 @@ from PIL import Image
 POLICIES = ("cifar", "stl10", "imagenet")
 LEVELS = ("full", "crop", "flip", "none")  # augmentation strength, for ablations
 
-# Per-channel statistics used to normalise inputs; Shapes and unknown folders use 0.5 / 0.5.
+# Per-channel input statistics by data set, the official code's constants; Shapes and image folders of
+# unknown origin use 0.5 / 0.5 ("default").
+_CIFAR = ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255))
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NORMALISATION = {
-    "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar10": _CIFAR,
+    "cifar100": _CIFAR,
+    "stl10": ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27)),
+    "imagenet": _IMAGENET,
+    "places205": _IMAGENET,
     "default": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+
+
+def normalisation_for(dataset: str) -> str:
+    """The NORMALISATION entry that inputs of `dataset` are normalised with."""
+    return dataset if dataset in NORMALISATION else "default"
+
 
 POLICY_FOR_SIZE = {32: "cifar", 64: "stl10", 128: "imagenet"}
 
