@@ -157,11 +157,21 @@ MODEL_SIZES = {
     "smoke": dict(ndf=8, n_rkhs=64, n_depth=1),           # runs in seconds; learns next to nothing
     "small": dict(ndf=16, n_rkhs=128, n_depth=1),         # a few hundred CPU updates show a trend (notebooks 03, 07)
     "demo": dict(ndf=32, n_rkhs=256, n_depth=2),          # learns visibly in CPU minutes
-    "official": dict(ndf=128, n_rkhs=1024, n_depth=3),    # the official code's default: the paper's CIFAR-scale model
-    "large": dict(ndf=256, n_rkhs=2048, n_depth=10),      # the paper's CIFAR-10/100 and STL-10 model
-    "imagenet-192": dict(ndf=192, n_rkhs=1536, n_depth=8),  # the official README's ImageNet command
-    "imagenet": dict(ndf=320, n_rkhs=2560, n_depth=10),   # the model behind the paper's 68.1% on ImageNet
+    # The paper's and the official code's models (paper, Sec. 4 and appendix; official README and train.py):
+    "official": dict(ndf=128, n_rkhs=1024, n_depth=3),    # the official code's default: the paper's small CIFAR model
+    "cifar": dict(ndf=320, n_rkhs=1280, n_depth=10),      # the paper's CIFAR-10 / CIFAR-100 model
+    "stl10": dict(ndf=192, n_rkhs=1536, n_depth=8),       # the paper's STL-10 model
+    "imagenet": dict(ndf=320, n_rkhs=2560, n_depth=10),   # the released AMDIM-Large: 68.1% on ImageNet (official README)
+    "imagenet-256": dict(ndf=256, n_rkhs=2048, n_depth=10),  # the released AMDIM-Medium ("67%+", official README)
+    "imagenet-192": dict(ndf=192, n_rkhs=1536, n_depth=8),  # the official README's ImageNet training command
 }
+
+
+def model_size_name(config) -> str | None:
+    """The MODEL_SIZES name of `config`'s encoder (a Config or its dict), or None for any other size."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key)
+    sizes = {key: get(key) for key in ("ndf", "n_rkhs", "n_depth")}
+    return next((name for name, size in MODEL_SIZES.items() if size == sizes), None)
 
 _SMOKE = dict(image_size=32, **MODEL_SIZES["smoke"], train_size=256, test_size=128,
               batch_size=32, epochs=2, warmup_steps=4, milestones=(), log_every=1)
@@ -194,34 +204,32 @@ def _at(preset: dict, image_size: int, **changes) -> dict:
 
 # Real data sets: smoke = a few hundred of the real images (seconds), demo = a subset for CPU minutes,
 # paper = the paper's configuration (a GPU; full splits). train_size/test_size pick a seeded subset.
-# CIFAR-10/100 and STL-10, the paper's large model: batch 480, 300 epochs with lr x0.2 at epochs 250
-# and 280, tclip 20 (the official code's schedule for them).
-_PAPER_LARGE = dict(**MODEL_SIZES["large"], batch_size=480, epochs=300, milestones=(250, 280),
-                    warmup_steps=500, tclip=20.0, num_workers=8, log_every=50, train_size=None, test_size=None)
-# ImageNet at 128 px. paper: the model behind the 68.1% on the longer schedule the official code
-# recommends for its best results (100 epochs, x0.2 at 60 and 90);
-# paper-256: the intermediate width (n_rkhs 2048; depth 10 assumed as in the large model);
-# paper-192: the official README's command (batch 480) on the code's default ImageNet schedule
-# (50 epochs, x0.2 at 30 and 45). All use mixed precision on CUDA (amp=auto).
-# ImageNet photographs come in every size: their random resized crops are cut per image from the whole
-# photograph (batch_views=False), not from a fitted square (see amdim_lib.batched_views).
-_PAPER_128 = dict(_PAPER_LARGE, image_size=128, **MODEL_SIZES["imagenet"], epochs=100, milestones=(60, 90),
+# The paper's schedule for CIFAR and STL-10 (and the official code's defaults): batch 200, Adam lr 2e-4,
+# 300 epochs with lr x0.2 at epochs 250 and 280, a 500-update warm-up, tclip 20.
+_PAPER = dict(batch_size=200, epochs=300, milestones=(250, 280), warmup_steps=500, tclip=20.0, num_workers=8,
+              log_every=50, train_size=None, test_size=None)
+# ImageNet at 128 px: the released AMDIM-Large on the longer schedule the official code recommends for its
+# best results (100 epochs, x0.2 at 60 and 90); paper-256: the released AMDIM-Medium's size; paper-192:
+# the official README's command (batch 480) on the code's default ImageNet schedule (50 epochs, x0.2 at 30
+# and 45). All use mixed precision on CUDA (amp=auto). ImageNet photographs come in every size: their random
+# resized crops are cut per image from the whole photograph (batch_views=False), not from a fitted square.
+_PAPER_128 = dict(_PAPER, image_size=128, **MODEL_SIZES["imagenet"], epochs=100, milestones=(60, 90),
                   num_workers=12, batch_views=False)
 _IMAGENET_LIKE = {
     "smoke": _at(_SMOKE, 128, batch_views=False),
     "demo": _at(_DEMO, 128, train_size=2000, test_size=1000, batch_views=False),
     "paper": _PAPER_128,
-    "paper-256": dict(_PAPER_128, **MODEL_SIZES["large"]),
-    "paper-192": dict(_PAPER_128, **MODEL_SIZES["imagenet-192"], epochs=50, milestones=(30, 45)),
+    "paper-256": dict(_PAPER_128, **MODEL_SIZES["imagenet-256"]),
+    "paper-192": dict(_PAPER_128, **MODEL_SIZES["imagenet-192"], batch_size=480, epochs=50, milestones=(30, 45)),
 }
+_CIFAR = {"smoke": _SMOKE, "demo": _DEMO_10K, "paper": dict(_PAPER, image_size=32, **MODEL_SIZES["cifar"]),
+          "paper-small": dict(_PAPER, image_size=32, **MODEL_SIZES["official"])}
 PRESETS.update({
-    "cifar10": {"smoke": _SMOKE, "demo": _DEMO_10K,
-                "paper": dict(_PAPER_LARGE, image_size=32)},
-    "cifar100": {"smoke": _SMOKE, "demo": _DEMO_10K,
-                 "paper": dict(_PAPER_LARGE, image_size=32)},
+    "cifar10": _CIFAR,
+    "cifar100": _CIFAR,
     # STL-10 trains on train+unlabeled (105k images), its probes on the 5k labelled train images.
     "stl10": {"smoke": _at(_SMOKE, 64), "demo": _at(_DEMO, 64, train_size=4000, test_size=2000),
-              "paper": dict(_PAPER_LARGE, image_size=64)},
+              "paper": dict(_PAPER, image_size=64, **MODEL_SIZES["stl10"])},
     "imagenet": _IMAGENET_LIKE,
     "places205": _IMAGENET_LIKE,  # self-supervised on Places205; the paper's 55.0 is ImageNet -> Places205 transfer
 })

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .checkpoints import read_json, read_metrics
-from .results import DISPLAY, PAPER_LINEAR, markdown_table, paper_key
+from .results import DISPLAY, markdown_table, paper_figure, paper_key
 
 LOSS_TERMS = ("1t5", "1t7", "5t5")
 LOCATIONS = {"1t5": 25, "1t7": 49, "5t5": 25}  # target locations per image of each pair (32-128 px encoders)
@@ -245,12 +245,13 @@ def plot_embeddings(embeddings: dict[str, tuple], class_names: list[str], title:
 
 # ----------------------------------------------------------------------------- comparison with the paper
 
-def paper_reference(dataset: str, data_dir: str | None = None) -> tuple[str, float | None]:
-    """(readable data-set name, the paper's linear-evaluation accuracy in %, or None when the paper
-    has no figure for it). An image folder is matched by its directory name (`results.paper_key`)."""
+def paper_reference(dataset: str, data_dir: str | None = None, model: str | None = None) -> tuple[str, float | None]:
+    """(readable data-set name, the paper's linear-evaluation accuracy in % for encoder `model` (a
+    MODEL_SIZES name), or None when the paper has no figure for that data set and model). An image folder
+    is matched by its directory name (`results.paper_key`)."""
     key = paper_key(dataset, data_dir)
     if key is not None:
-        return DISPLAY[key], PAPER_LINEAR[key]
+        return DISPLAY[key], paper_figure(key, model)
     if dataset == "folder" and data_dir:
         return f"image folder {Path(str(data_dir)).name}", None
     return DISPLAY.get(dataset, dataset), None
@@ -267,20 +268,20 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def comparison_table(dataset: str, results: dict[str, dict[str, float]], compute: dict[str, str],
-                     preset: str, data_dir: str | None = None) -> str:
+                     preset: str, data_dir: str | None = None, model: str | None = None) -> str:
     """Markdown: the paper's linear-evaluation figure for the data set beside this run's feature sets.
 
     results: {feature set: {"linear": acc, "mlp": acc, "knn": acc}} as fractions.
     compute: {feature set: a short description of what it cost (device, steps, wall time)}.
     """
-    name, paper = paper_reference(dataset, data_dir)
+    name, paper = paper_reference(dataset, data_dir, model)
     probes = [p for p in ("linear", "mlp", "knn") if any(p in r for r in results.values())]
     header = {"linear": "linear (%)", "mlp": "MLP (%)", "knn": "kNN (%)"}
     if paper is not None:
         rows = [["AMDIM (paper, large model)", name, "paper", "as reported",
                  *(f"**{paper:.1f}**" if p == "linear" else "–" for p in probes)]]
     else:
-        rows = [["AMDIM (paper)", name, "–", f"no paper figure for {name}; compare with the baselines below",
+        rows = [["AMDIM (paper)", name, "–", f"no paper figure for {name} with this encoder; compare with the baselines below",
                  *("n/a" for _ in probes)]]
     rows += [[model, name, preset, compute.get(model, "–"),
               *(f"{100 * row[p]:.1f}" if p in row and row[p] is not None else "–" for p in probes)]

@@ -17,18 +17,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .checkpoints import read_json, read_jsonl
+from .presets import model_size_name
 
-# Linear-evaluation accuracies (%) reported for AMDIM: CIFAR-10/100 and STL-10 for the paper's large
-# model; ImageNet and Places205 from the official code's README (Places205: the ImageNet encoder's
-# features probed on Places205, i.e. transfer).
+# Linear-evaluation accuracies (%) reported for AMDIM, and the encoder (MODEL_SIZES) each was measured with:
+# CIFAR-10/100 and STL-10 from the paper (its large models); ImageNet and Places205 from the official code's
+# README (AMDIM-Large; Places205: the ImageNet encoder's features probed on Places205, i.e. transfer).
 PAPER_LINEAR = {"cifar10": 91.2, "cifar100": 70.2, "stl10": 94.2, "imagenet": 68.1, "places205": 55.0}
+PAPER_MODEL = {"cifar10": "cifar", "cifar100": "cifar", "stl10": "stl10", "imagenet": "imagenet", "places205": "imagenet"}
 DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "imagenet": "ImageNet",
            "places205": "Places205", "shapes": "Shapes", "folder": "image folder"}
 PROTOCOL = ("Ours: frozen r1 features with the test transform; linear = logistic regression on standardised "
             "features (C chosen on a held-out 10% of the training split), MLP = one hidden layer, kNN = cosine, "
             "k=200, temperature-weighted; 'online' = the probes trained alongside the encoder. Paper: linear "
             "evaluation as reported (CIFAR/STL-10: large model; ImageNet, Places205: official README, "
-            "Places205 by transfer from ImageNet).")
+            "Places205 by transfer from ImageNet), shown only beside a run of the same encoder.")
 
 
 def paper_key(dataset: str, data_dir: str | None = None) -> str | None:
@@ -44,11 +46,18 @@ def paper_key(dataset: str, data_dir: str | None = None) -> str | None:
     return None
 
 
+def paper_figure(key: str | None, model: str | None) -> float | None:
+    """The paper's linear figure for data set `key` when it was measured with encoder `model`, else None:
+    a run is compared with the paper's figure for the same model, never another one."""
+    return PAPER_LINEAR[key] if key in PAPER_LINEAR and model == PAPER_MODEL[key] else None
+
+
 def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn: float | None = None,
         run: str = "", setting: str = "", data_dir: str | None = None, trained_on: str | None = None,
-        online: bool = False) -> dict:
+        online: bool = False, model: str | None = None) -> dict:
     """One table row. dataset: the data set the probes were trained and tested on; trained_on: the
-    encoder's training data set when different (transfer); online: the accuracies are the online probes'."""
+    encoder's training data set when different (transfer); online: the accuracies are the online probes';
+    model: the encoder's MODEL_SIZES name (`presets.model_size_name`), which picks the paper figure."""
     key = paper_key(dataset, data_dir)
     name = DISPLAY.get(dataset, dataset)
     if dataset == "folder" and data_dir:
@@ -56,7 +65,7 @@ def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn
     if trained_on and trained_on != dataset:
         name += f", {DISPLAY.get(trained_on, trained_on)} encoder"
     return {"dataset": dataset, "paper_key": key, "name": name, "run": run, "setting": setting,
-            "linear": linear, "mlp": mlp, "knn": knn, "online": online}
+            "linear": linear, "mlp": mlp, "knn": knn, "online": online, "paper": paper_figure(key, model)}
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: str | None = None) -> str:
@@ -92,7 +101,8 @@ def run_row(run_dir: str | Path, name: str | None = None) -> dict:
         raise FileNotFoundError(f"{run_dir} holds neither config.json nor eval_info.json: not a run directory")
     trained_on = info.get("trained_on") or config.get("dataset")
     data_dir = config.get("data_dir") if evaluated == config.get("dataset") else None
-    common = dict(run=name or run_dir.name, setting=describe(config, steps), data_dir=data_dir, trained_on=trained_on)
+    common = dict(run=name or run_dir.name, setting=describe(config, steps), data_dir=data_dir, trained_on=trained_on,
+                  model=model_size_name(config))
     results = read_json(run_dir / "eval.json") or {}
     ours = results.get("AMDIM (trained)") or (next(iter(results.values())) if results else None)
     if ours:
@@ -109,7 +119,7 @@ def _cell(value: float | None) -> str:
 
 
 def _cells(r: dict) -> list[str]:
-    paper = PAPER_LINEAR.get(r["paper_key"])
+    paper = r["paper"]
     run = r["run"] + (" (online probes)" if r.get("online") else "")
     return [r["name"], run, r["setting"] or "–", _cell(r["linear"]), _cell(r["mlp"]), _cell(r["knn"]),
             "–" if paper is None else f"{paper:.1f}"]
@@ -122,7 +132,7 @@ def results_table(rows: list[dict], include_missing: bool = True, notes: bool = 
     rows = sorted(rows, key=lambda r: order.index(r["paper_key"]) if r["paper_key"] in order else len(order))
     if include_missing:
         present = {r["paper_key"] for r in rows}
-        rows = rows + [row(key, run="not run yet") for key in order if key not in present]
+        rows = rows + [row(key, run="not run yet", model=PAPER_MODEL[key]) for key in order if key not in present]
         rows = sorted(rows, key=lambda r: order.index(r["paper_key"]) if r["paper_key"] in order else len(order))
     table = markdown_table(["data set", "run", "encoder, training", "linear (%)", "MLP (%)", "kNN (%)",
                             "paper, linear (%)"], map(_cells, rows), "lllrrrr")
