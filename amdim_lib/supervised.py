@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .build import (autocast, autocast_dtype, budget_config, build_data, build_encoder, select_device,
                     steps_per_epoch)
 from .checkpoints import load_checkpoint, save_checkpoint
-from .encoder import Encoder
+from .encoder import Encoder, views_in_batch
 from .presets import Config
 from .train import build_optimisation, epoch_loader
 
@@ -94,8 +94,8 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
         for batch in loader:
             x1, x2, y = pairs.views_on(batch, device)
             x, y = torch.cat([x1, x2]), torch.cat([y, y])
-            with autocast(device, dtype):
-                h = encoder(x).r1.flatten(1)  # both views in one pass, as in the AMDIM step
+            with autocast(device, dtype), views_in_batch(encoder, 2 if config.bn_per_view else 1):
+                h = encoder(x).r1.flatten(1)  # both views in one pass, with batch norm as in the AMDIM step
             logits = head(h.float())
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
