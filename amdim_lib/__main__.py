@@ -6,10 +6,22 @@ import argparse
 import ast
 import dataclasses
 import json
+import signal
 import sys
 from pathlib import Path
 
+from .bench import bench_data, bench_end_to_end, bench_training, over_epochs
+from .build import autocast_dtype, encoder_from_checkpoint, select_device
+from .checkpoints import atomic_write, non_finite_entries, save_json, unusable_checkpoint
+from .datasets import fetch
+from .evaluate import evaluate_encoder, results_table
+from .memory import check_fits
 from .presets import PRESETS, Config, get_config, preset_names
+from .runfolder import RunFolderError, ensure_writable_folder
+from .sweep import (SIGNIFICANCE_RULE, run_sweep, significant_differences, significant_names, steps_trained_now,
+                    sweep_metrics, sweep_scale, sweep_table, table_markdown)
+from .train import TrainingInterrupted, train
+from .workbook import NotebookError, run_workbook
 
 EXAMPLES = """examples:
   python -m amdim_lib train --dataset shapes --preset demo --out runs/demo
@@ -53,6 +65,8 @@ def config_from_args(args) -> Config:
         overrides["device"] = args.device
     if getattr(args, "download", False):
         overrides["download"] = True
+    if getattr(args, "batch_size", None) is not None:
+        overrides["batch_size"] = args.batch_size
     try:
         return get_config(args.dataset, args.preset, **overrides)
     except (ValueError, TypeError) as error:
@@ -76,54 +90,74 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one configuration value, e.g. --set epochs=3 --set tasks=1t5,1t7 (repeatable)")
 
 
+def _device_or_exit(name: str):
+    """The device `name` names; a clear exit when this machine has none such."""
+    try:
+        return select_device(name)
+    except RuntimeError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def cmd_train(args) -> dict:
-    from .evaluate import evaluate_encoder
-    from .build import encoder_from_checkpoint
-    from .train import train
 
     config = config_from_args(args)
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return {}
+    _device_or_exit(config.device)
     out = Path(args.out or f"runs/{config.dataset}-{args.preset}")
     print(f"training AMDIM on {config.dataset} ({args.preset} preset) into {out}" + (" (resuming)" if args.resume else ""))
     try:
-        summary = train(config, out, resume=args.resume, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError, FloatingPointError) as error:
+        summary = train(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, FloatingPointError, RunFolderError) as error:
         raise SystemExit(f"error: {error}") from None
     if summary["interrupted"]:
         return summary
     print(f"done: {summary['steps']} steps in {summary['seconds']} s ({summary['images_per_s']} images/s); "
           f"online probes: {summary['eval']}")
     if args.evaluate:
-        encoder, config = encoder_from_checkpoint(out / "checkpoint.pt")
+        encoder, config = _encoder_or_exit(out / "checkpoint.pt")
         results = evaluate_encoder(encoder, config, baselines=True)
         _write_report(out, config, args.preset, summary, results)
     return summary
 
 
+def _encoder_or_exit(path: Path):
+    """The encoder and configuration of a checkpoint, or a one-line exit naming the file for every way
+    it can be unusable (unreadable, entries missing, weights of other shapes, non-finite weights)."""
+    try:
+        encoder, config = encoder_from_checkpoint(path)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    except ValueError as error:  # load_checkpoint's name the file; the configuration's do not
+        raise SystemExit(f"error: {error if str(path) in str(error) else unusable_checkpoint(path, error)}") from None
+    except (KeyError, TypeError, AttributeError, RuntimeError) as error:
+        raise SystemExit(f"error: {unusable_checkpoint(path, error)}") from None
+    bad = non_finite_entries(encoder.state_dict())
+    if bad:
+        raise SystemExit(f"error: {path} holds non-finite weights ({', '.join(bad[:3])}); its features would be "
+                         f"meaningless: evaluate an earlier checkpoint of the run ({Path(path).parent / 'checkpoints'}) "
+                         "or train again")
+    return encoder, config
+
+
 def _write_report(out: Path, config: Config, preset: str, summary: dict, results: dict) -> None:
-    from .evaluate import results_table
     table = results_table(results)
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    save_json(out / "eval.json", results)
     text = (f"# AMDIM on {config.dataset} ({preset} preset)\n\n"
             f"Encoder: {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, n_depth {config.n_depth}; "
             f"{summary.get('steps', '?')} steps of batch {config.batch_size}"
             + (f" in {summary['seconds']} s" if "seconds" in summary else "") + ".\n\n"
             "Frozen-feature evaluation on the test split (features r1; linear probe = logistic regression with "
             "C chosen on a held-out 10% of the training split; kNN = cosine, k=200, weighted):\n\n" + table + "\n")
-    (out / "report.md").write_text(text)
+    atomic_write(out / "report.md", lambda f: f.write(text.encode()))
     print("\n" + table + f"\n\nreport written to {out / 'report.md'}")
 
 
 def cmd_eval(args) -> dict:
-    from .evaluate import evaluate_encoder
-    from .build import encoder_from_checkpoint
 
-    try:
-        encoder, config = encoder_from_checkpoint(args.checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    checkpoint = Path(args.checkpoint)
+    encoder, config = _encoder_or_exit(checkpoint)
     trained_on = config.dataset
     try:
         if args.dataset and args.dataset != config.dataset:  # transfer: probes on another data set's features
@@ -131,23 +165,23 @@ def cmd_eval(args) -> dict:
         elif args.data_dir:
             config = config.replace(data_dir=args.data_dir)
         config = config.replace(download=args.download)
+        # Default: the checkpoint's folder; a transfer evaluation gets its own sub-folder (eval-<data set>).
+        out = Path(args.out) if args.out else checkpoint.parent / (
+            f"eval-{config.dataset}" if config.dataset != trained_on else "")
+        ensure_writable_folder(out)  # before the work, not after it
+        print(f"evaluating {checkpoint} (trained on {trained_on}) on {config.dataset}; results into {out}", flush=True)
         results = evaluate_encoder(encoder, config, baselines=not args.no_baselines, mlp=args.mlp)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, RunFolderError) as error:
         raise SystemExit(f"error: {error}") from None
-    # Default: the checkpoint's folder; a transfer evaluation gets its own sub-folder (eval-<data set>).
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / (
-        f"eval-{config.dataset}" if config.dataset != trained_on else "")
     out.mkdir(parents=True, exist_ok=True)
     _write_report(out, config, "checkpoint", {}, results)
     # What was evaluated, for amdim_lib.results (the run's config.json names the training data set only).
-    (out / "eval_info.json").write_text(json.dumps({"dataset": config.dataset, "trained_on": trained_on,
-                                                    "checkpoint": str(args.checkpoint), "config": config.to_dict()},
-                                                   indent=2))
+    save_json(out / "eval_info.json", {"dataset": config.dataset, "trained_on": trained_on,
+                                       "checkpoint": str(args.checkpoint), "config": config.to_dict()})
     return results
 
 
 def cmd_download(args) -> dict:
-    from .datasets import fetch
 
     try:
         root = fetch(args.dataset, args.data_dir)
@@ -158,12 +192,14 @@ def cmd_download(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
-    from .bench import bench_data, bench_end_to_end, bench_training, over_epochs
 
     config = config_from_args(args)
-    if args.batch_size:
-        config = config.replace(batch_size=args.batch_size)
-    result = bench_training(config, steps=args.steps, flops=not args.no_flops)
+    device = _device_or_exit(config.device)
+    try:
+        check_fits(config, device, half_precision=autocast_dtype(config.amp, device) is not None)
+        result = bench_training(config, steps=args.steps, flops=not args.no_flops)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
     result.update(amp=config.amp, compile=config.compile, channels_last=config.channels_last)
     print(f"{args.preset} preset, {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, "
           f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']} (amp {config.amp}, "
@@ -210,11 +246,9 @@ def cmd_bench(args) -> dict:
 
 def cmd_sweep(args) -> dict:
     """Ablations: train each (variant, seed) for the same budget, probe it, print one table."""
-    from .sweep import (SIGNIFICANCE_RULE, run_sweep, significant_differences, significant_names, steps_trained_now,
-                        sweep_metrics, sweep_scale, sweep_table, table_markdown)
-    from .train import TrainingInterrupted
 
     config = config_from_args(args)
+    _device_or_exit(config.device)
     scale = sweep_scale(args.preset)
     steps = None if args.full_schedule else (args.steps if args.steps is not None else scale["steps"])
     seeds = args.seeds if args.seeds else list(range(scale["n_seeds"]))
@@ -244,7 +278,6 @@ def cmd_sweep(args) -> dict:
 
 def cmd_demo(args) -> dict:
     """The main job: every notebook in order at the demo preset on Shapes, then one HTML report."""
-    from .workbook import NotebookError, run_workbook
 
     try:
         return run_workbook(args.out, preset=args.preset, only=args.only, device=args.device or "auto")
@@ -254,7 +287,6 @@ def cmd_demo(args) -> dict:
 
 def cmd_reproduce(args) -> dict:
     """Training and evaluation notebooks (04, 05) at the paper preset for one data set (meant for a GPU)."""
-    from .workbook import NotebookError, run_workbook
 
     out = args.out or f"runs/reproduce-{args.dataset}"
     try:
@@ -272,7 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="self-supervised training (writes checkpoint.pt, metrics.jsonl, config.json)")
     _add_config_args(p)
     p.add_argument("--out", help="run directory (default runs/<dataset>-<preset>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt when present")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in <out> from its newest checkpoint "
+                       "(same configuration); without it (or --overwrite) a folder holding a run is refused")
+    again.add_argument("--overwrite", action="store_true", help="delete the run in <out> (checkpoints, log, config, "
+                       "evaluation) and train a new one there")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--evaluate", action="store_true", help="after training, run the frozen-feature report with baselines")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -299,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training-step images/s and peak memory, and data-pipeline images/s")
     _add_config_args(p)
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps after 3 warm-up steps (default 10)")
+    p.add_argument("--steps", type=_positive_int, default=10, help="timed steps after 3 warm-up steps (default 10)")
     p.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurements")
-    p.add_argument("--data-steps", type=int, default=10,
+    p.add_argument("--data-steps", type=_positive_int, default=10,
                    help="steps per epoch of the end-to-end measurement, over that many batches of images "
                         "(default 10; the preset's whole epoch, e.g. 93 for the demo, is the closest to a real run)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (e.g. with --set compile=True)")
@@ -333,11 +369,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    import signal
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
 
+
+# What a command interrupted by Ctrl-C (a second one, for train) leaves, and how to go on.
+AFTER_INTERRUPT = {"train": "continue from the run's last checkpoint with --resume",
+                   "eval": "its results are written only when it completes: evaluate again",
+                   "sweep": "finished runs are kept: run the sweep again to continue"}
+
+
+def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print(f"{args.command} interrupted (Ctrl-C); {AFTER_INTERRUPT.get(args.command, 'nothing more was done')}",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     interrupted = result.get("interrupted") if isinstance(result, dict) else None
     # An interrupted run saved its checkpoint; the exit code still says it did not finish (128 + signal).
     return 128 + signal.Signals[interrupted].value if interrupted else 0

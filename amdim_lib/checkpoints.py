@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -54,15 +55,45 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(f"{path} is not a readable AMDIM workbook checkpoint (truncated, foreign or unsafe file; "
-                         f"only tensors and plain containers are loaded): {type(error).__name__}: {first_line}") from None
+                         f"only tensors and plain containers are loaded): {_load_failure(error)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not an AMDIM workbook checkpoint (expected a dict with format {FORMAT!r}, "
                          "as written by `python -m amdim_lib train`)")
     if state.get("version") != VERSION:
         raise ValueError(f"{path} has checkpoint version {state.get('version')}; this library reads version {VERSION}")
     return state
+
+
+def _load_failure(error: Exception) -> str:
+    """What torch.load objected to, in one line. Its refusal of a pickled object comes with advice to
+    load the file unsafely (which would run the object's code): only the object's name is kept."""
+    text = str(error).strip()
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"it holds a Python object ({refused.group(1)}), which could run code when loaded: refused"
+    first_line = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first_line}"
+
+
+def unusable_checkpoint(path: str | Path, error: Exception) -> ValueError:
+    """The error for a checkpoint of the right format whose contents do not fit (an entry missing or
+    of the wrong kind, an invalid configuration, weights of other shapes), as one line naming `path`."""
+    if isinstance(error, KeyError):
+        what = f"it has no {error.args[0]!r} entry"
+    elif isinstance(error, RuntimeError):  # load_state_dict: a headline, then one line per mismatch
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        what = f"its weights do not fit the configuration it records ({(lines[1:] or lines or [''])[0][:300]})"
+    else:
+        what = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"{path} cannot be used: {what}; it was altered or written by another version of the "
+                      "library: use another checkpoint of the run (its checkpoints/ folder) or train again")
+
+
+def non_finite_entries(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or infinity."""
+    return [name for name, t in tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 def save_run_checkpoint(run_dir: str | Path, state: dict, keep: int = 2) -> Path:
@@ -78,15 +109,59 @@ def save_run_checkpoint(run_dir: str | Path, state: dict, keep: int = 2) -> Path
         os.link(latest, entry)
     except OSError:  # file systems without hard links: keep the latest only
         return latest
-    for old in sorted(history.glob("step-*.pt"))[:-keep] if keep > 0 else []:
+    # Pruned among the steps up to this one only: an entry ahead of it is not this run's past.
+    past = sorted((step, path) for step, path in _history(run_dir) if step <= state["step"])
+    for _, old in past[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return latest
+
+
+def _history(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints kept in run_dir/checkpoints/, read from their names."""
+    entries = []
+    for path in (Path(run_dir) / "checkpoints").glob("step-*.pt"):
+        digits = path.stem.removeprefix("step-")
+        if digits.isdigit():
+            entries.append((int(digits), path))
+    return entries
+
+
+def last_checkpoint_text(run_dir: str | Path) -> str:
+    """Where a run's newest checkpoint is and its step (from the names kept in checkpoints/, nothing
+    loaded), for messages about a run that stopped: 'the last checkpoint is ...' or that there is none."""
+    latest = Path(run_dir) / LATEST
+    if not latest.exists():
+        return f"no checkpoint has been written in {run_dir} yet"
+    steps = [step for step, _ in _history(Path(run_dir))]
+    return f"the last checkpoint is {latest}" + (f" (step {max(steps)})" if steps else "")
+
+
+def remove_orphaned_temporary_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (`.NAME.tmp-PID`, see `atomic_write`) that writers killed mid-write
+    left in `folder`; a live process's stay. Returns the paths removed."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp-*"):
+        pid = path.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def latest_run_checkpoint(run_dir: str | Path) -> dict | None:
     """The newest loadable checkpoint of a run (None when it has none); unreadable ones are skipped with a warning."""
     run_dir = Path(run_dir)
-    candidates = [run_dir / LATEST] + sorted((run_dir / "checkpoints").glob("step-*.pt"), reverse=True)
+    candidates = [run_dir / LATEST] + [path for _, path in sorted(_history(run_dir), reverse=True)]
     for path in candidates:
         if path.exists():
             try:
@@ -114,20 +189,21 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [(number, line) for number, line in enumerate(path.read_text(errors="replace").split("\n"), 1)
+             if line.strip()]
     records = []
-    for number, line in enumerate(lines, 1):
+    for index, (number, line) in enumerate(lines):
         try:
             record = json.loads(line)
         except ValueError:
-            if number == len(lines):
+            if index == len(lines) - 1:
                 warnings.warn(f"{path}: dropped a torn last line (the run was stopped while writing it)", stacklevel=2)
                 break
             raise ValueError(f"{path}, line {number}, is not a JSON record; the log is damaged: move it away to "
                              "start the log afresh") from None
-        if not isinstance(record, dict) or "step" not in record:
-            raise ValueError(f"{path}, line {number}, is not a metrics record (no 'step'); the log is damaged: "
-                             "move it away to start the log afresh")
+        if not isinstance(record, dict) or type(record.get("step")) is not int:
+            raise ValueError(f"{path}, line {number}, is not a metrics record (no integer 'step'); the log is "
+                             "damaged: move it away to start the log afresh")
         records.append(record)
     return records
 

@@ -26,6 +26,7 @@ probes train on 'train' (labelled) and are tested on 'test'.
 from __future__ import annotations
 
 import os
+import struct
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import CIFAR10, CIFAR100, STL10, ImageFolder, ImageNet
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from .shapes import Shapes
 
@@ -51,12 +53,29 @@ FOLDER_LAYOUT = """expected layout (one sub-folder per class, the same classes i
     {root}/test/<class>/<image>.jpg|png|...   (a folder named 'val' is accepted for the test split)"""
 
 
-BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+# What PIL raises for a damaged, foreign or oversized file: its decoders use many exception types,
+# and a header claiming billions of pixels (a decompression bomb) raises DecompressionBombError.
+BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+                    ZeroDivisionError, struct.error, MemoryError, Image.DecompressionBombError)
 
 
-def _bad_image(path, error) -> ValueError:
-    return ValueError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace the "
-                      "file, or skip unreadable files with skip_bad_images=True (--set skip_bad_images=True)")
+class UnreadableImageError(ValueError):
+    """An image file that cannot be read; the message names it and what to do.
+
+    Raised in a DataLoader worker, it reaches the main process re-created from the worker's whole
+    traceback as its message: the message is cut back to the line that names the file."""
+
+    def __init__(self, message: str):
+        if "Traceback (most recent call last)" in message:
+            last = message.strip().splitlines()[-1]
+            message = f"{last.split(': ', 1)[-1]} (in a data-loading worker)"
+        super().__init__(message)
+
+
+def _bad_image(path, error) -> UnreadableImageError:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return UnreadableImageError(f"cannot read image {path} ({type(error).__name__}: {detail}); remove or replace the "
+                                "file, or skip unreadable files with skip_bad_images=True (--set skip_bad_images=True)")
 
 
 def _verified(samples: list, root) -> tuple[list, list[str]]:
@@ -84,12 +103,20 @@ class CheckedImageFolder(ImageFolder):
     """
 
     def __init__(self, root: str, skip_bad: bool = False):
-        super().__init__(root)
+        root = os.path.expanduser(root)  # (as ImageFolder does, so that every path lies below it)
+        super().__init__(root, is_valid_file=lambda path: _is_visible_image(path, root))
         self.skipped: list[str] = []
         if skip_bad:
             good, self.skipped = _verified(self.samples, root)
             self.samples = self.imgs = good
             self.targets = [label for _, label in good]
+
+    def find_classes(self, directory):
+        """Class folders, hidden ones (.ipynb_checkpoints, .DS_Store...) left out."""
+        classes = class_folders(Path(directory))
+        if not classes:
+            raise FileNotFoundError(f"no class folders in {directory}")
+        return classes, {name: index for index, name in enumerate(classes)}
 
     def __getitem__(self, index):
         path = self.samples[index][0]
@@ -97,6 +124,37 @@ class CheckedImageFolder(ImageFolder):
             return super().__getitem__(index)
         except BAD_IMAGE_ERRORS as error:
             raise _bad_image(path, error) from None
+
+
+def _visible(name: str) -> bool:
+    # Hidden entries are made by tools (JupyterLab's .ipynb_checkpoints, macOS's .DS_Store), not by users.
+    return not name.startswith(".")
+
+
+def _is_visible_image(path: str, root: str) -> bool:
+    """An image file (by extension) with no hidden folder on its way from `root`."""
+    return has_file_allowed_extension(path, IMG_EXTENSIONS) and all(
+        _visible(part) for part in Path(path).relative_to(root).parts)
+
+
+def class_folders(path: Path) -> list[str]:
+    """The class folders of a split: its visible sub-folders, sorted (the order gives the labels)."""
+    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and _visible(entry.name))
+
+
+def check_same_classes(train: Path, test: Path) -> None:
+    """Refuse splits whose class folders differ: labels are indices into each split's own sorted
+    list, so a class present in one split only would shift every label after it."""
+    a, b = set(class_folders(train)), set(class_folders(test))
+    if a != b:
+        raise ValueError(f"the class folders of {train} and {test} differ (only in {train.name}/: {_few(a - b)}; "
+                         f"only in {test.name}/: {_few(b - a)}); labels would not match between the splits: "
+                         "give both splits the same class folders")
+
+
+def _few(names: set, limit: int = 8) -> str:
+    listed = sorted(names)
+    return (", ".join(listed[:limit]) + (f" and {len(listed) - limit} more" if len(listed) > limit else "")) or "none"
 
 
 class ImageList(torch.utils.data.Dataset):
@@ -300,10 +358,6 @@ def _first(root: Path, candidates) -> Path | None:
     return next((root / c for c in candidates if (root / c).exists()), None)
 
 
-def _class_folders(path: Path) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
-
-
 _WARNED: set = set()
 
 
@@ -334,12 +388,9 @@ def _folder_split(name: str, root: Path, split: str, skip_bad: bool):
         data = CheckedImageFolder(str(path), skip_bad)
     except (FileNotFoundError, RuntimeError) as error:  # no class folders (e.g. ImageNet's flat val tar), no images
         raise FileNotFoundError(f"no usable images under {path}: {error}\n{_folder_layout(name, root)}") from None
-    if split == "test":  # ImageFolder numbers classes per tree: both splits must hold the same class folders
-        train = _first(root, SPLIT_FOLDERS[name]["train"])
-        if train is not None and _class_folders(train) != data.classes:
-            missing = sorted(set(_class_folders(train)) ^ set(data.classes))
-            raise ValueError(f"{NAMES[name]}: the class folders of {train} and {path} differ (e.g. {missing[:5]}); "
-                             "labels would not match between the splits")
+    other = _first(root, SPLIT_FOLDERS[name]["test" if split == "train" else "train"])
+    if other is not None and other.is_dir():
+        check_same_classes(*((path, other) if split == "train" else (other, path)))
     _check_classes(name, data, root, path)
     return data
 
@@ -388,14 +439,21 @@ def fetch(name: str, data_dir: str | Path | None = None) -> Path:
 
 # ----------------------------------------------------------------------------- the entry point
 
-def _plain_folder_split(root: Path, split: str, skip_bad: bool = False) -> ImageFolder:
+def _plain_split_path(root: Path, split: str) -> Path | None:
     candidates = [root / split] + ([root / "val"] if split == "test" else [])
-    for path in candidates:
-        if path.is_dir():
-            try:
-                return CheckedImageFolder(str(path), skip_bad)
-            except (FileNotFoundError, RuntimeError) as error:  # empty tree or no image files
-                raise FileNotFoundError(f"no usable images under {path}: {error}\n{FOLDER_LAYOUT.format(root=root)}") from None
+    return next((path for path in candidates if path.is_dir()), None)
+
+
+def _plain_folder_split(root: Path, split: str, skip_bad: bool = False) -> ImageFolder:
+    path = _plain_split_path(root, split)
+    if path is not None:
+        other = _plain_split_path(root, "test" if split == "train" else "train")
+        if other is not None:
+            check_same_classes(*((path, other) if split == "train" else (other, path)))
+        try:
+            return CheckedImageFolder(str(path), skip_bad)
+        except (FileNotFoundError, RuntimeError) as error:  # empty tree or no image files
+            raise FileNotFoundError(f"no usable images under {path}: {error}\n{FOLDER_LAYOUT.format(root=root)}") from None
     raise FileNotFoundError(f"image folder data set: no '{split}' split under {root}\n{FOLDER_LAYOUT.format(root=root)}\n"
                             "Pass the root with --data-dir (notebooks: data_dir=...).")
 
@@ -462,8 +520,9 @@ def load_folder_images(root: str | Path, image_size: int, n: int = 6, seed: int 
     if not root.is_dir():
         return {}
     test = root / "test" if (root / "test").is_dir() else root
-    classes = sorted(p for p in test.iterdir() if p.is_dir()) or [test]
-    files = [sorted(f for f in c.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))[:50] for c in classes]
+    classes = [test / name for name in class_folders(test)] or [test]
+    files = [sorted(f for f in c.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png") and _visible(f.name))[:50]
+             for c in classes]
     rng = np.random.default_rng(seed)
     orders = [rng.permutation(len(group)) for group in files]
     out = {}
@@ -472,6 +531,9 @@ def load_folder_images(root: str | Path, image_size: int, n: int = 6, seed: int 
         if round_ >= len(files[c]):
             continue
         path = files[c][orders[c][round_]]
-        with Image.open(path) as img:
-            out[f"{path.parent.name}/{path.stem}"] = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+        try:
+            with Image.open(path) as img:
+                out[f"{path.parent.name}/{path.stem}"] = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+        except BAD_IMAGE_ERRORS as error:
+            raise _bad_image(path, error) from None
     return out

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from xml.etree import ElementTree
 
-import nbformat
 from jinja2 import DictLoader
 from latex2mathml.converter import convert
 
@@ -86,6 +85,8 @@ def write_report(executed: list[Path], target: Path, title: str = "AMDIM workboo
         raise ValueError("write_report needs at least one executed notebook; got an empty list")
     math = _MathML()
     sections = [_Section.read(Path(path), math) for path in executed]
+    import nbformat  # lazy: slow to import (it loads jsonschema); only writing a report needs it
+
     combined = nbformat.v4.new_notebook()
     combined.metadata = {key: value for key, value in sections[0].metadata.items()
                          if key in ("kernelspec", "language_info")}
@@ -99,6 +100,7 @@ def write_report(executed: list[Path], target: Path, title: str = "AMDIM workboo
 
 
 def _html_cell(source: str):
+    import nbformat  # lazy: as in write_report
     return nbformat.v4.new_raw_cell(source, metadata={"tags": [_REPORT_TAG], "raw_mimetype": "text/html"})
 
 
@@ -130,6 +132,7 @@ class _Section:
     @classmethod
     def read(cls, path: Path, math: "_MathML") -> "_Section":
 
+        import nbformat  # lazy: as in write_report
         notebook = nbformat.read(path, as_version=4)
         section = cls(path.stem, _title_of(notebook.cells, path.stem), dict(notebook.metadata), [])
         widgets = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})

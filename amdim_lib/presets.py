@@ -21,6 +21,7 @@ PRESETS_NAMES = ("smoke", "demo", "paper")
 # Configuration keys that say where and how a run executes, not what it computes (a run may resume,
 # or a finished result be reused, with other values of these).
 EXECUTION_KEYS = ("device", "num_workers", "download", "compile", "channels_last")
+_INFINITY = float("inf")
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
           "tuple[str, ...]": (tuple,), "tuple[float, float]": (tuple,), "tuple[int, ...]": (tuple,)}
 
@@ -124,6 +125,25 @@ class Config:
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}; must be >= 1")
         need(self.num_workers >= 0 and self.log_every >= 1 and self.eval_every >= 1 and self.checkpoint_every >= 0,
              "num_workers, checkpoint_every must be >= 0 and log_every, eval_every >= 1")
+        self._check_values(need)
+
+    def _check_values(self, need) -> None:
+        """Values a run would accept but compute nonsense with, or fail on only later."""
+        kind, _, index = self.device.partition(":")
+        need(self.device in ("auto", "cpu", "mps", "cuda") or (kind == "cuda" and index.isdigit()),
+             f"device={self.device!r}; choose auto, cpu, cuda, cuda:N (N: a GPU index) or mps")
+        need(len(set(self.tasks)) == len(self.tasks),
+             f"tasks={self.tasks} names a task twice (its term would count double); name each task once")
+        for name in ("lr", "eps", "weight_decay", "gamma", "reg_weight", "probe_dropout", "mixture_tau",
+                     "mixture_alpha", "tclip"):
+            value = getattr(self, name)
+            need(value is None or -_INFINITY < value < _INFINITY, f"{name}={value}; must be a finite number")
+        need(0 < self.gamma <= 1, f"gamma={self.gamma}; the factor of the learning rate at each milestone, in (0, 1]")
+        need(self.eps > 0 and min(self.weight_decay, self.reg_weight, self.mixture_alpha) >= 0,
+             f"eps={self.eps}, weight_decay={self.weight_decay}, reg_weight={self.reg_weight}, "
+             f"mixture_alpha={self.mixture_alpha}; eps > 0 and the others >= 0")
+        need(0 <= self.probe_dropout < 1, f"probe_dropout={self.probe_dropout}; a probability in [0, 1)")
+        need(0 <= self.seed < 2**32, f"seed={self.seed}; an integer in [0, 2**32)")
 
     def outcome(self) -> dict:
         """The values that decide what a run computes: everything but `EXECUTION_KEYS`."""
@@ -325,3 +345,55 @@ def workbook_sizes(notebook: str, preset: str) -> dict:
         raise ValueError(f"unknown preset {preset!r}; choose one of {preset_names()}")
     sizes = WORKBOOK_SIZES[notebook]
     return copy.deepcopy(sizes.get(preset, sizes["paper"]))
+
+
+# The notebooks' parameters (their first cell, which papermill -p overrides) that are not configuration
+# fields: what each may hold, as (description, check).
+NOTEBOOK_PARAMETERS = {
+    "output_dir": ("a folder path", lambda v: isinstance(v, str) and bool(v)),
+    "train_dir": ("a folder path", lambda v: isinstance(v, str) and bool(v)),
+    "cifar_dir": ("None or a folder path", lambda v: v is None or (isinstance(v, str) and bool(v))),
+    "resume": ("True or False", lambda v: isinstance(v, bool)),
+    "retrain": ("True or False", lambda v: isinstance(v, bool)),
+    "critic": ("'separable' or 'concat'", lambda v: v in ("separable", "concat")),
+    "threads": ("None or a number of threads >= 1", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "steps": ("None or a number of updates >= 1", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "seeds": ("None or a list of seeds (integers >= 0)",
+              lambda v: v is None or (isinstance(v, (list, tuple)) and bool(v) and all(_is_int(s) and s >= 0 for s in v))),
+    "variants": ("None, 'all', or variant names (a name or a list of names)",
+                 lambda v: v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and bool(v)
+                                                               and all(isinstance(name, str) for name in v))),
+}
+# Notebook parameters that set a configuration field under a shorter name.
+NOTEBOOK_FIELDS = {"k": "mixture_k", "tau": "mixture_tau", "alpha": "mixture_alpha"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_notebook_parameters(dataset: str = "shapes", preset: str = "demo", **parameters) -> None:
+    """Check a notebook's parameters before any work, with the command line's one-line messages.
+
+    Configuration fields (seed, device, data_dir, ...; k, tau and alpha for mixture_k, mixture_tau and
+    mixture_alpha) are checked by Config on the preset's configuration, as `--set KEY=VALUE` is; the
+    others against NOTEBOOK_PARAMETERS. An unknown name is an error too. Raises ValueError.
+    """
+    fields = {f.name for f in dataclasses.fields(Config)} - {"dataset"}
+    base = get_config(dataset, preset)
+    for name, value in parameters.items():
+        field = NOTEBOOK_FIELDS.get(name, name)
+        if field in fields:
+            try:
+                base.replace(**{field: value})
+            except (ValueError, TypeError) as error:
+                alias = f" (notebook parameter {name})" if field != name else ""
+                raise ValueError(f"{error}{alias}") from None
+        elif name in NOTEBOOK_PARAMETERS:
+            allowed, ok = NOTEBOOK_PARAMETERS[name]
+            if not ok(value):
+                raise ValueError(f"invalid notebook parameter: {name}={value!r}; {allowed}")
+        else:
+            raise ValueError(f"unknown notebook parameter {name!r}; known: dataset, preset, "
+                             f"{', '.join(sorted(NOTEBOOK_PARAMETERS) + sorted(NOTEBOOK_FIELDS))} and the "
+                             "configuration fields")

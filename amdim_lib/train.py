@@ -14,6 +14,7 @@ one killed mid-epoch) continues exactly where an uninterrupted run would be.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -29,11 +30,15 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .build import autocast, autocast_dtype, build_data, build_encoder, make_loader, select_device, steps_per_epoch
-from .checkpoints import latest_run_checkpoint, save_run_checkpoint, truncate_metrics
+from .checkpoints import (last_checkpoint_text, latest_run_checkpoint, save_json, save_run_checkpoint,
+                          truncate_metrics, unusable_checkpoint)
+from .datasets import EXPECTED_CLASSES
 from .encoder import Encoder, Features, views_in_batch
+from .memory import check_fits
 from .objectives import amdim_loss, tanh_clip
 from .presets import Config
 from .mixture import MixtureHead, mixture_amdim_loss
+from .runfolder import claim, writing
 
 # ----------------------------------------------------------------------------- devices and precision
 
@@ -339,17 +344,26 @@ class StopRequests:
 # ----------------------------------------------------------------------------- the loop
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, overwrite: bool = False) -> dict:
     """Train AMDIM with `config`, writing checkpoint.pt, config.json and metrics.jsonl into `out_dir`.
 
-    resume: continue from the run's newest readable checkpoint when there is one (else start fresh).
+    A folder that already holds a run is refused unless asked: resume continues it from its newest
+    readable checkpoint (same configuration; a folder without one starts fresh), overwrite deletes it
+    first (amdim_lib.runfolder). The folder is locked while the run lasts.
     stop_at_step: end early after this many updates (a checkpoint is written), as if interrupted.
     SIGINT/SIGTERM (Ctrl-C, a kernel interrupt, a scheduler's stop) end the run after the current
     step with a checkpoint; `interrupted` in the summary names the signal.
     Returns a summary: steps, final losses, online probe test accuracies, images/s.
     """
     out = Path(out_dir)
-    runtime = start_runtime(config, out)
+    runtime = start_runtime(config)
+    with claim(out, config, resume=resume, overwrite=overwrite) if runtime.context.is_main else contextlib.nullcontext():
+        return _train_in(config, out, runtime, resume, stop_at_step, progress)
+
+
+def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at_step: int | None,
+              progress: bool) -> dict:
+    """The loop of `train`, in a run folder this process holds."""
     torch.manual_seed(config.seed)
     pairs, test_set, n_classes = build_data(config)
     per_epoch = steps_per_epoch(config, pairs)
@@ -361,7 +375,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         state.model = distributed.wrap(state.model, runtime.device, config.tasks)
     log = MetricsLog(out, state.step, runtime.context.is_main)
     if runtime.context.is_main:
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        with writing(out / "config.json", out):
+            save_json(out / "config.json", config.to_dict())
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
     test_loader = make_loader(test_set, config, runtime.device, batch_size=256)
     sampler, loader = epoch_loader(pairs, config, runtime.device, runtime.context.rank, runtime.context.world_size)
@@ -399,9 +414,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             "images_per_s": meter.images_per_s(), "last": last, "eval": state.last_eval}
 
 
-def start_runtime(config: Config, out: Path) -> Runtime:
+def start_runtime(config: Config) -> Runtime:
     """The device (this process's GPU under torchrun), its autocast dtype and the process group;
-    rank 0 creates the run folder."""
+    a configuration too large for the device's memory is refused before anything is allocated."""
     device = select_device(config.device)
     context = distributed.setup(device.type)  # one process, or one of torchrun's
     if context.enabled and device.type == "cuda":
@@ -410,29 +425,70 @@ def start_runtime(config: Config, out: Path) -> Runtime:
     if config.batch_size % context.world_size:
         raise ValueError(f"batch_size={config.batch_size} (the global batch) must be divisible by the "
                          f"{context.world_size} processes")
-    if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    dtype = autocast_dtype(config.amp, device)
+    check_fits(config, device, config.batch_size // context.world_size, EXPECTED_CLASSES.get(config.dataset, 10),
+               half_precision=dtype is not None)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    return Runtime(device, autocast_dtype(config.amp, device), context)
+    return Runtime(device, dtype, context)
 
 
 def resume_from_checkpoint(state: TrainState, config: Config, out: Path) -> None:
-    """Restore the newest readable checkpoint of `out`, if any; one of another configuration is refused."""
+    """Restore the newest readable checkpoint of `out`, if any; one of another configuration is refused,
+    and so is one whose contents do not fit this run's modules (a ValueError naming it)."""
     saved = latest_run_checkpoint(out)
     if saved is None:
         return
+    where = f"the newest readable checkpoint in {out}"
+    try:
+        recorded = Config.from_dict(saved["config"])
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise unusable_checkpoint(where, error) from None
     # Where and how the run executes may change on resume; what it computes may not.
-    if Config.from_dict(saved["config"]).outcome() != config.outcome():
+    if recorded.outcome() != config.outcome():
         raise ValueError(f"the checkpoint in {out} was written with a different configuration; resume with "
                          "the same settings or choose another output directory")
-    state.restore(saved)
+    try:
+        _check_like("scheduler state", saved["scheduler"], state.scheduler.state_dict())
+        state.restore(saved)
+        _check_restored(state)
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, IndexError) as error:
+        raise unusable_checkpoint(where, error) from None
+
+
+def _check_like(name: str, saved, fresh) -> None:
+    """`saved` has the structure of `fresh` where both have an entry: the same types, lists of the
+    same length (load_state_dict takes a scheduler's state as it comes; a wrong one fails or misleads later)."""
+    if type(saved) is not type(fresh) or (isinstance(fresh, (list, tuple)) and len(saved) != len(fresh)):
+        raise ValueError(f"its {name} is {type(saved).__name__} {str(saved)[:60]}, unlike a fresh run's")
+    if isinstance(fresh, dict):
+        for key in fresh.keys() & saved.keys():
+            _check_like(f"{name}[{key!r}]", saved[key], fresh[key])
+    elif isinstance(fresh, (list, tuple)):
+        for index, (a, b) in enumerate(zip(saved, fresh)):
+            _check_like(f"{name}[{index}]", a, b)
+
+
+def _check_restored(state: TrainState) -> None:
+    """What the modules' load_state_dict lets through: counters of the wrong kind, Adam's moments
+    missing or of other shapes than their parameters."""
+    if type(state.step) is not int or state.step < 0 or type(state.skipped) is not int:
+        raise ValueError(f"its step {state.step!r} (skipped {state.skipped!r}) is not a number of updates")
+    if state.step > state.skipped and not state.optimizer.state:
+        raise ValueError(f"it holds no optimizer state after {state.step} updates")
+    for group in state.optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in state.optimizer.state.get(param, {}).items():
+                if not isinstance(value, torch.Tensor) or (value.dim() and value.shape != param.shape):
+                    raise ValueError(f"its optimizer's {key} is {type(value).__name__} "
+                                     f"{tuple(getattr(value, 'shape', ()))} for a parameter of shape {tuple(param.shape)}")
 
 
 def save_state(state: TrainState, config: Config, out: Path, context: distributed.Context) -> None:
     """Rank 0 writes the checkpoint; the others wait, so that nobody runs ahead of the file."""
     if context.is_main:
-        save_run_checkpoint(out, state.checkpoint(config), keep=config.keep_checkpoints)
+        with writing(out / "checkpoint.pt", out):
+            save_run_checkpoint(out, state.checkpoint(config), keep=config.keep_checkpoints)
     distributed.barrier(context)
 
 
@@ -443,11 +499,13 @@ class MetricsLog:
     def __init__(self, out: Path, step: int, enabled: bool = True):
         self.path, self.enabled, self.file = out / "metrics.jsonl", enabled, None
         if enabled:
-            truncate_metrics(out, step)
+            with writing(self.path, out):
+                truncate_metrics(out, step)
 
     def __enter__(self):
         if self.enabled:
-            self.file = open(self.path, "a")
+            with writing(self.path, self.path.parent):
+                self.file = open(self.path, "a")
         return self
 
     def __exit__(self, *exc):
@@ -456,8 +514,9 @@ class MetricsLog:
 
     def write(self, kind: str, values: dict) -> None:
         if self.file is not None:
-            self.file.write(json.dumps({"kind": kind, **values}) + "\n")
-            self.file.flush()
+            with writing(self.path, self.path.parent):
+                self.file.write(json.dumps({"kind": kind, **values}) + "\n")
+                self.file.flush()
 
 
 class Throughput:
@@ -484,8 +543,8 @@ def _record_step(state: TrainState, outcome, y, config: Config, runtime: Runtime
     if losses is None:
         message = f"non-finite values at step {state.step}: {probe_losses}"
         if config.on_nonfinite == "stop":
-            raise FloatingPointError(f"{message}. Nothing was updated; the last good checkpoint is in "
-                                     f"{log.path.parent}. Lower lr, keep tclip on, or set on_nonfinite=skip.")
+            raise FloatingPointError(f"{message}. Nothing was updated at this step; {last_checkpoint_text(log.path.parent)}. "
+                                     "Lower lr, keep tclip on, or set on_nonfinite=skip.")
         state.skipped += 1
         log.write("skip", {"step": state.step, "terms": probe_losses})
         bar.write(f"skipped step {state.step}: {message}")

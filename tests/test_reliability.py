@@ -1,7 +1,6 @@
 """Runs survive interruption and bad input; checkpoints are safe to write and to load."""
 
 import errno
-import os
 import random
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from PIL import Image
 import amdim_lib.checkpoints as checkpoints
 import amdim_lib.train as train_module
 from amdim_lib.__main__ import main
-from amdim_lib.checkpoints import latest_run_checkpoint, load_checkpoint, save_checkpoint, save_run_checkpoint
+from amdim_lib.checkpoints import latest_run_checkpoint, load_checkpoint, save_run_checkpoint
 from amdim_lib.datasets import build_dataset
 from amdim_lib.presets import get_config
 from amdim_lib.checkpoints import read_metrics

@@ -18,8 +18,8 @@ LAYERS = [
     ("encoder", "geometry"),                                                         # the encoder
     ("distributed", "objectives", "mixture", "bounds", "reference"),                 # objectives
     ("presets",),                                                                    # configurations
-    ("checkpoints",),                                                                # run files
-    ("build", "official"),                                                           # factories, checkpoints in
+    ("checkpoints", "runfolder"),                                                    # run files, the run folder
+    ("build", "official", "memory"),                                                 # factories, checkpoints in
                                                                                      # the official format
     ("train", "supervised"),                                                         # training loops
     ("evaluate", "segmentation", "sweep", "bench", "results", "exercises"),          # analysis

@@ -65,3 +65,11 @@ def test_write_report_needs_at_least_one_notebook(tmp_path):
     with pytest.raises(ValueError, match="at least one executed notebook"):
         write_report([], tmp_path / "report.html")
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_bad_notebook_parameter_is_named_before_any_work(tmp_path):
+    # papermill -p seed abc: the notebook stops in the cell after its parameters, naming the value.
+    with pytest.raises(NotebookError, match=r"seed='abc'"):
+        run_notebook(notebooks()[1], tmp_path / "out", preset="smoke", seed="abc")
+    with pytest.raises(NotebookError, match=r"unknown preset 'quick'"):
+        run_notebook(notebooks()[1], tmp_path / "out", preset="quick")

@@ -1,0 +1,164 @@
+"""A run folder: the files of one training run, and the rules that keep a second run out of it.
+
+A run folder holds checkpoint.pt (the newest checkpoint), checkpoints/step-N.pt (the last few, to
+fall back on), config.json, metrics.jsonl and, once evaluated, eval.json, eval_info.json and
+report.md. While a run trains, `claim` makes its process the folder's only writer:
+
+- a lock: `run.lock`, locked through the operating system for as long as the run lasts and holding
+  the owner's pid. A second process on the folder stops with that pid. The system drops the lock
+  when its owner exits, however it exits, so a crash never leaves the folder locked.
+- another run is never replaced by accident: a folder that holds one is refused unless the caller
+  asks to continue it (resume=True, the same configuration) or to replace it (overwrite=True, which
+  deletes the old run's files first).
+- temporary files left by writers killed mid-write are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from .checkpoints import LATEST, last_checkpoint_text, read_json, remove_orphaned_temporary_files
+from .presets import Config
+
+LOCK = "run.lock"
+# What a training run writes (its identity is config.json), then what evaluating it writes: both go
+# when a run is overwritten, since a report left behind would describe the old run's weights.
+RUN_FILES = (LATEST, "checkpoints", "config.json", "metrics.jsonl")
+EVALUATION_FILES = ("eval.json", "eval_info.json", "report.md")
+WHAT_TO_DO = "continue it with --resume (resume=True), replace it with --overwrite (overwrite=True), or choose another --out"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used as asked: in use, holding another run, not writable, full."""
+
+
+def ensure_writable_folder(path: str | Path) -> None:
+    """Refuse, before any work, an output folder that cannot be written: a file, a folder below a
+    file, or one on a read-only path (it need not exist yet: its nearest existing parent is checked)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{path} is a file, not a folder: choose another output folder (--out)")
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise RunFolderError(f"{path} cannot be created: {existing} is a file; choose another output folder (--out)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{existing} is read-only, so {path} cannot be written; choose another output folder "
+                             "(--out) or make it writable")
+
+
+def run_files(folder: Path) -> list[str]:
+    """The files of a training run present in `folder` (empty: it holds no run)."""
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+class RunLock:
+    """The exclusive lock of a run folder (see the module's docstring), taken on construction."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK
+        while True:  # until we hold the lock on the file that is at `path` now (see _locked_file)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunFolderError(f"{folder} is in use by another training run ({self._holder()}, lock file "
+                                     f"{self.path}); wait for it to finish or stop it, or choose another --out") from None
+            if self._locked_file(fd):
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self.fd = fd
+
+    def _locked_file(self, fd: int) -> bool:
+        # A previous owner removes the file while releasing: a lock on the file it removed counts for nothing.
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _holder(self) -> str:
+        for _ in range(50):  # the owner writes its pid just after taking the lock
+            try:
+                fields = self.path.read_text().split()
+            except FileNotFoundError:
+                fields = []
+            if fields:
+                host = f" on {fields[1]}" if len(fields) > 1 and fields[1] != socket.gethostname() else ""
+                return f"process {fields[0]}{host}"
+            time.sleep(0.02)
+        return "a process that has not written its pid"
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)  # while still locked, so that nobody locks the file being removed
+        os.close(self.fd)
+
+
+@contextlib.contextmanager
+def claim(folder: str | Path, config: Config, resume: bool = False, overwrite: bool = False):
+    """Hold `folder` for a training run of `config` while the block runs (see the module's docstring):
+    created if needed and locked; a folder holding another run refused unless `resume` (continue it,
+    with the same configuration) or `overwrite` (delete its files first)."""
+    folder = Path(folder)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run in the folder, or replace it")
+    ensure_writable_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(folder)
+    try:
+        present = run_files(folder)
+        if present and overwrite:
+            _delete_run(folder)
+        elif present and not resume:
+            raise RunFolderError(f"{folder} already holds a training run ({', '.join(present)}); {WHAT_TO_DO}")
+        elif present:
+            _check_same_run(folder, config)
+        for place in (folder, folder / "checkpoints"):
+            remove_orphaned_temporary_files(place)
+        yield
+    finally:
+        lock.release()
+
+
+def _check_same_run(folder: Path, config: Config) -> None:
+    """Resuming: the run recorded in config.json must compute what `config` computes (else ValueError)."""
+    path = folder / "config.json"
+    saved = read_json(path)
+    if saved is None:
+        return
+    try:
+        recorded = Config.from_dict(saved)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} does not hold a valid configuration ({error}); choose another --out") from None
+    if recorded.outcome() != config.outcome():
+        changed = ", ".join(f"{key} {value!r} -> {config.outcome()[key]!r}" for key, value in recorded.outcome().items()
+                            if config.outcome()[key] != value)
+        raise ValueError(f"{folder} holds a run of a different configuration ({changed}); resume with the same "
+                             "settings, replace it with --overwrite (overwrite=True), or choose another --out")
+
+
+def _delete_run(folder: Path) -> None:
+    for name in RUN_FILES + EVALUATION_FILES:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writing(path: Path, run_dir: Path):
+    """Turn a failed write of a run's file (a full disk, a folder made read-only meanwhile) into a
+    RunFolderError that says what is still intact and how to continue."""
+    try:
+        yield
+    except OSError as error:
+        raise RunFolderError(f"could not write {path} ({error.strerror or error}); {last_checkpoint_text(run_dir)}: "
+                             "free space or fix the folder, then continue with --resume (resume=True)") from None

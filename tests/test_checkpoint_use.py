@@ -1,0 +1,195 @@
+"""Using a checkpoint (eval, resume): every unusable file is named in one line with what to do, the
+evaluation's output folder is checked before the work, Ctrl-C ends cleanly; a fuzz over checkpoints."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+
+import amdim_lib.evaluate as evaluate_module
+from amdim_lib.__main__ import main
+from amdim_lib.checkpoints import load_checkpoint, save_checkpoint
+from amdim_lib.presets import Config, get_config
+from amdim_lib.train import build_state, resume_from_checkpoint, train, train_step, Runtime
+
+TINY = dict(train_size=64, test_size=32, batch_size=16, epochs=1)
+
+
+class Evaluated(Exception):
+    """Raised by the stand-in for evaluate_encoder: the checkpoint was accepted and evaluation began."""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    train(get_config("shapes", "smoke", **TINY), out, progress=False)
+    return out
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    shutil.copytree(trained, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def no_evaluation(monkeypatch):
+    def evaluate_encoder(*args, **kwargs):
+        raise Evaluated
+    monkeypatch.setattr(evaluate_module, "evaluate_encoder", evaluate_encoder)
+
+
+def _eval_exit(*argv) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        main(["eval", *argv])
+    assert stopped.value.code not in (0, None)
+    return str(stopped.value.code)
+
+
+def _edited(run, change) -> str:
+    state = load_checkpoint(run / "checkpoint.pt")
+    change(state)
+    save_checkpoint(run / "edited.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
+    return str(run / "edited.pt")
+
+
+# ----------------------------------------------------------------------------- the output folder, Ctrl-C
+
+def test_eval_refuses_a_read_only_folder_before_evaluating(run, monkeypatch, no_evaluation):
+    """(Tests run as root, who may write anywhere: read-only is simulated by os.access saying so.)"""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(run) else real_access(p, mode))
+    before = sorted(p.name for p in run.iterdir())
+    message = _eval_exit("--checkpoint", str(run / "checkpoint.pt"))
+    assert f"{run} is read-only" in message and "--out" in message and "\n" not in message
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_eval_refuses_an_output_that_is_a_file_before_evaluating(run, no_evaluation):
+    (run / "taken").write_text("keep")
+    message = _eval_exit("--checkpoint", str(run / "checkpoint.pt"), "--out", str(run / "taken"))
+    assert f"{run / 'taken'} is a file, not a folder" in message
+    assert (run / "taken").read_text() == "keep"
+
+
+def test_ctrl_c_in_eval_ends_with_a_message_and_writes_nothing(run):
+    stand_in = ("import sys, time\nimport amdim_lib.evaluate as e\n"
+                "e.evaluate_encoder = lambda *a, **k: time.sleep(120)  # the evaluation, as long as it takes\n"
+                "from amdim_lib.__main__ import main\nsys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", stand_in, "eval", "--checkpoint", str(run / "checkpoint.pt")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert first.startswith(f"evaluating {run / 'checkpoint.pt'}"), (first, proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "eval interrupted (Ctrl-C)" in err and "evaluate again" in err and "Traceback" not in err
+    assert not (run / "eval.json").exists() and not (run / "report.md").exists()
+
+
+# ----------------------------------------------------------------------------- unusable checkpoints
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda s: s.pop("config"), "it has no 'config' entry"),
+    (lambda s: s["config"].update(ndf=-3), "invalid configuration: ndf=-3"),
+    (lambda s: s["encoder"].update({"to_r7.0.conv.weight": torch.zeros(3, 3, 3, 3)}),
+     "its weights do not fit the configuration it records (size mismatch for to_r7.0.conv.weight"),
+    (lambda s: s["encoder"].pop("head5.conv1.weight"), "its weights do not fit the configuration it records (Missing key"),
+])
+def test_eval_names_a_checkpoint_whose_contents_do_not_fit(run, no_evaluation, change, expected):
+    path = _edited(run, change)
+    message = _eval_exit("--checkpoint", path)
+    assert message.startswith(f"error: {path} cannot be used: ") and expected in message
+    assert "another checkpoint of the run" in message and "\n" not in message
+
+
+def test_eval_refuses_non_finite_weights_naming_the_checkpoint(run, no_evaluation):
+    path = _edited(run, lambda s: s["encoder"]["head7.conv1.weight"].view(-1)[0].fill_(float("nan")))
+    message = _eval_exit("--checkpoint", path)
+    assert f"{path} holds non-finite weights (head7.conv1.weight)" in message and "earlier checkpoint" in message
+
+
+def test_an_unsafe_file_is_refused_without_advising_the_unsafe_load(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would have run",))
+    torch.save({"format": "amdim-workbook-checkpoint", "version": 1, "x": Payload()}, tmp_path / "evil.pt")
+    message = _eval_exit("--checkpoint", str(tmp_path / "evil.pt"))
+    assert str(tmp_path / "evil.pt") in message and "Python object (print)" in message and "refused" in message
+    assert "weights_only" not in message and "can still be loaded" not in message and "succeed" not in message
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+def _junk(rng: random.Random):
+    return rng.choice([None, 0, -1, 3.5, "x", [], [1, 2], {}, {"a": torch.ones(2)}, torch.zeros(2, 3), True])
+
+
+def _mutate(rng: random.Random, state: dict) -> dict:
+    """A checkpoint of the right format with one random fault: a key missing, a value replaced by
+    junk, a tensor of the wrong shape, a broken configuration, or a random dict."""
+    fault = rng.choice(["drop", "junk", "shape", "config", "nested", "random"])
+    if fault == "random":
+        return {f"k{i}": _junk(rng) for i in range(rng.randint(0, 4))}
+    if fault in ("drop", "junk"):
+        key = rng.choice(sorted(state))
+        state.pop(key) if fault == "drop" else state.__setitem__(key, _junk(rng))
+    elif fault == "shape":
+        part = state[rng.choice(["encoder", "probes"])]
+        name = rng.choice(sorted(part))
+        part[name] = torch.zeros(*[d + rng.randint(1, 3) for d in part[name].shape] or [2])
+    elif fault == "config":
+        key = rng.choice(sorted(state["config"]))
+        rng.choice([lambda: state["config"].pop(key), lambda: state["config"].update({key: _junk(rng)}),
+                    lambda: state["config"].update(unknown_key=1)])()
+    else:
+        part = rng.choice(["rng", "optimizer", "scheduler", "scaler"])
+        if isinstance(state[part], dict) and state[part]:
+            key = rng.choice(sorted(state[part]))
+            state[part][key] = _junk(rng)
+    return state
+
+
+def _resumes_or_names_it(config: Config, folder) -> None:
+    state = build_state(config, 10, torch.device("cpu"), 4)
+    try:
+        resume_from_checkpoint(state, config, folder)
+    except ValueError as error:
+        assert str(folder) in str(error) and "\n" not in str(error), error
+        return
+    x = torch.rand(config.batch_size, 3, 32, 32)
+    losses, _, _ = train_step(state, x, x.flip(3), torch.zeros(config.batch_size, dtype=torch.long), config,
+                              Runtime(torch.device("cpu")))
+    assert losses is None or torch.isfinite(losses["loss"]), "a resumed run that was accepted can train"
+
+
+def test_fuzz_checkpoints_through_eval_and_resume(trained, tmp_path, no_evaluation, capsys):
+    rng, start = random.Random(0), time.time()
+    config = get_config("shapes", "smoke", **TINY)
+    base = load_checkpoint(trained / "checkpoint.pt")
+    for trial in range(40):
+        state = _mutate(rng, {k: v for k, v in torch.load(trained / "checkpoint.pt", weights_only=True).items()
+                              if k not in ("format", "version")})
+        folder = tmp_path / f"case{trial}"
+        folder.mkdir()
+        path = folder / "checkpoint.pt"
+        save_checkpoint(path, state)
+        try:
+            main(["eval", "--checkpoint", str(path), "--no-baselines"])
+        except Evaluated:
+            pass
+        except SystemExit as stopped:
+            message = str(stopped.code)
+            assert message.startswith("error: ") and str(path) in message and "\n" not in message, message
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unreadable checkpoints are skipped with a warning
+            _resumes_or_names_it(config, folder)
+    assert base["step"] == 4 and time.time() - start < 60
+    capsys.readouterr()
