@@ -23,8 +23,9 @@ class NotebookError(RuntimeError):
 
 
 def notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The workbook's notebooks in reading order (NN_name.ipynb)."""
-    return sorted(directory.glob("[0-9][0-9]_*.ipynb"))
+    """The workbook's notebooks in reading order: the main path (NN_name.ipynb), then the appendices
+    for the curious (appendix/AN_name.ipynb)."""
+    return sorted(directory.glob("[0-9][0-9]_*.ipynb")) + sorted(directory.glob("appendix/A[0-9]_*.ipynb"))
 
 
 def declared_parameters(path: Path) -> set[str]:
