@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from .bench import bench_data, bench_end_to_end, bench_training, over_epochs
-from .build import autocast_dtype, encoder_from_checkpoint, select_device
+from .build import autocast_dtype, select_device
 from .checkpoints import atomic_write, non_finite_entries, save_json, unusable_checkpoint
 from .datasets import fetch
 from .evaluate import evaluate_encoder, results_table
 from .memory import check_fits
+from .official import load_encoder
 from .presets import PRESETS, Config, get_config, preset_names
 from .runfolder import RunFolderError, ensure_writable_folder
 from .sweep import (SIGNIFICANCE_RULE, run_sweep, significant_differences, significant_names, steps_trained_now,
@@ -102,7 +103,8 @@ def cmd_train(args) -> dict:
 
     config = config_from_args(args)
     if args.print_config:
-        print(json.dumps(config.to_dict(), indent=2))
+        mean, std = config.normalisation()  # resolved from the data set when `normalise` is None
+        print(json.dumps({**config.to_dict(), "resolved_input_mean": mean, "resolved_input_std": std}, indent=2))
         return {}
     _device_or_exit(config.device)
     out = Path(args.out or f"runs/{config.dataset}-{args.preset}")
@@ -126,7 +128,7 @@ def _encoder_or_exit(path: Path):
     """The encoder and configuration of a checkpoint, or a one-line exit naming the file for every way
     it can be unusable (unreadable, entries missing, weights of other shapes, non-finite weights)."""
     try:
-        encoder, config = encoder_from_checkpoint(path)
+        encoder, config = load_encoder(path)  # this project's run checkpoints and the official code's
     except FileNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     except ValueError as error:  # load_checkpoint's name the file; the configuration's do not
@@ -161,7 +163,9 @@ def cmd_eval(args) -> dict:
     trained_on = config.dataset
     try:
         if args.dataset and args.dataset != config.dataset:  # transfer: probes on another data set's features
-            config = config.replace(dataset=args.dataset, data_dir=args.data_dir, policy=None)
+            # The encoder still sees inputs normalised as in its training.
+            config = config.replace(dataset=args.dataset, data_dir=args.data_dir, policy=None,
+                                    normalise=config.normalisation_name())
         elif args.data_dir:
             config = config.replace(data_dir=args.data_dir)
         config = config.replace(download=args.download)
@@ -315,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="frozen-feature linear probe and kNN of a checkpoint, beside random-init and raw-pixel baselines")
-    p.add_argument("--checkpoint", required=True, help="path to a checkpoint.pt written by train")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by train, or an official AMDIM checkpoint "
+                   "(the released ImageNet encoders; amdim_lib/official.py)")
     p.add_argument("--data-dir", help="override the data root stored in the checkpoint")
     p.add_argument("--dataset", choices=sorted(PRESETS),
                    help="evaluate on another data set than the one trained on (transfer, e.g. an ImageNet encoder "

@@ -17,7 +17,7 @@ from .checkpoints import load_checkpoint
 from .datasets import build_dataset, num_classes, self_supervised_split
 from .encoder import Encoder
 from .presets import Config
-from .views import Transformed, ViewPair, eval_transform, make_two_views, normalisation_for, resolve_policy
+from .views import Transformed, ViewPair, eval_transform, make_two_views, resolve_policy
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -83,7 +83,7 @@ def build_splits(config: Config, self_supervised: bool = False):
 def two_views(config: Config):
     """The training views of `config`: per batch on the training device (`batch_views`) or per image
     in the loader, with the data set's normalisation."""
-    policy, normalise = resolve_policy(config.policy, config.image_size), normalisation_for(config.dataset)
+    policy, normalise = resolve_policy(config.policy, config.image_size), config.normalisation_name()
     if config.batch_views:
         return BatchedViews(policy, config.image_size, normalise=normalise, level=config.augment)
     return make_two_views(policy, config.image_size, normalise, level=config.augment)
@@ -92,7 +92,7 @@ def two_views(config: Config):
 def eval_transform_for(config: Config):
     """The deterministic transform of `config`'s test images (its view policy, size and normalisation)."""
     policy = resolve_policy(config.policy, config.image_size)
-    return eval_transform(policy, config.image_size, normalisation_for(config.dataset))
+    return eval_transform(policy, config.image_size, config.normalisation_name())
 
 
 def eval_dataset(dataset, config: Config) -> Transformed:

@@ -93,11 +93,25 @@ def official_config(hyperparams: dict, path: str | Path = "the checkpoint") -> C
                          f"an encoder needs {list(_HYPERPARAMS)}")
     tclip = hyperparams.get("tclip", 20.0)
     try:
-        return Config(image_size=int(hyperparams["encoder_size"]), ndf=int(hyperparams["ndf"]),
+        return Config(dataset=trained_on(hyperparams), image_size=int(hyperparams["encoder_size"]), ndf=int(hyperparams["ndf"]),
                       n_rkhs=int(hyperparams["n_rkhs"]), n_depth=int(hyperparams["n_depth"]),
                       use_bn=bool(hyperparams.get("use_bn", False)), tclip=None if tclip is None else float(tclip))
     except ValueError as error:
         raise ValueError(f"{path}: its official 'hyperparams' {hyperparams} make no valid encoder: {error}") from None
+
+
+# The official code's data sets, told apart by their image size and number of classes (the hyperparams
+# name neither): what an official encoder was trained on, and so the input statistics it expects. The
+# image size alone decides where the classes match none (the statistics are the same within a size).
+_TRAINED_ON = {(32, 10): "cifar10", (32, 100): "cifar100", (64, 10): "stl10", (128, 1000): "imagenet",
+               (128, 205): "places205"}
+_BY_SIZE = {32: "cifar10", 64: "stl10", 128: "imagenet"}
+
+
+def trained_on(hyperparams: dict) -> str:
+    """The data set an official model was trained on, from its image size and number of classes."""
+    size = int(hyperparams["encoder_size"])
+    return _TRAINED_ON.get((size, int(hyperparams.get("n_classes", 0))), _BY_SIZE.get(size, "imagenet"))
 
 
 def official_encoder(state: dict, path: str | Path = "the checkpoint") -> tuple[Encoder, Config]:

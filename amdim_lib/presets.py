@@ -37,6 +37,8 @@ class Config:
     augment: str = "full"                # full | crop | flip | none
     policy: str | None = None            # view policy; None: by image size (cifar 32, stl10 64, imagenet 128);
                                          # imagenet-randaugment | -trivialaugment | -autoaugment: stronger, for ImageNet
+    normalise: str | None = None         # input statistics (views.NORMALISATION): None, the data set's own; an
+                                         # encoder evaluated on other data keeps the statistics it was trained with
     batch_views: bool = True             # views computed per batch on the training device (amdim_lib.batched_views);
                                          # False: per image with PIL in the data loader (any policy, any image size)
     download: bool = False               # CIFAR-10/100, STL-10: download into data_dir when missing (never otherwise)
@@ -107,6 +109,8 @@ class Config:
              f"milestones={self.milestones}; increasing epoch numbers >= 1")
         need(self.lr > 0 and self.warmup_steps >= 0, f"lr={self.lr}, warmup_steps={self.warmup_steps}; lr > 0, warmup >= 0")
         need(self.augment in LEVELS, f"augment={self.augment!r}; choose one of {LEVELS}")
+        need(self.normalise is None or self.normalise in NORMALISATION,
+             f"normalise={self.normalise!r}; None (the data set's own) or one of {sorted(NORMALISATION)}")
         need(self.policy is None or self.policy in VIEW_POLICIES,
              f"policy={self.policy!r}; None (by image size) or one of {VIEW_POLICIES}")
         need(not (self.batch_views and self.policy in STRONG_POLICIES),
@@ -155,9 +159,13 @@ class Config:
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
+    def normalisation_name(self) -> str:
+        """The views.NORMALISATION entry this run's inputs are normalised with."""
+        return self.normalise or normalisation_for(self.dataset)
+
     def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) per channel that this run's inputs are normalised with (views.NORMALISATION)."""
-        return NORMALISATION[normalisation_for(self.dataset)]
+        """(mean, std) per channel that this run's inputs are normalised with."""
+        return NORMALISATION[self.normalisation_name()]
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
@@ -169,6 +177,7 @@ class Config:
         # A run saved before per-view batch norm existed shared the statistics of both views: say so, so
         # that such a run is never resumed or reused as if it had been trained per view.
         values.setdefault("bn_per_view", False)
+        values.setdefault("normalise", "default")  # likewise: every input was normalised with 0.5 / 0.5 then
         return cls(**values)
 
 

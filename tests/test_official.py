@@ -164,3 +164,43 @@ def test_official_weights_that_disagree_with_their_hyperparams_are_refused(tmp_p
     torch.save(state, tmp_path / "wider.pth")
     with pytest.raises(ValueError, match=r"wider\.pth.*do not fit an encoder"):
         load_encoder(tmp_path / "wider.pth")
+
+
+def test_the_command_line_evaluates_an_official_checkpoint_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    from amdim_lib.__main__ import main
+    from amdim_lib.checkpoints import read_json
+
+    generator = torch.Generator().manual_seed(0)
+    for split, per_class in (("train", 12), ("test", 6)):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / "photos" / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = (torch.rand(32, 32, 3, generator=generator) * 120 + 100 * c).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(tmp_path / "photos" / split / name / f"{i}.png")
+    checkpoint = tmp_path / "official.pth"
+    checkpoint.write_bytes((DATA / "official-32px-nobn.pth").read_bytes())
+    assert main(["eval", "--checkpoint", str(checkpoint), "--dataset", "folder", "--data-dir",
+                 str(tmp_path / "photos"), "--no-baselines"]) == 0
+    assert 0.0 <= read_json(tmp_path / "eval-folder" / "eval.json")["AMDIM (trained)"]["linear"] <= 1.0
+    info = read_json(tmp_path / "eval-folder" / "eval_info.json")
+    # An official 32 px, 10-class model was trained on CIFAR-10: its inputs keep CIFAR's statistics.
+    assert info["trained_on"] == "cifar10" and info["config"]["normalise"] == "cifar10"
+
+
+@pytest.mark.parametrize("dataset, sizes, mean", [
+    ("cifar10", (32, 320, 1280, 10), [125.3 / 255, 123.0 / 255, 113.9 / 255]),
+    ("cifar100", (32, 320, 1280, 10), [125.3 / 255, 123.0 / 255, 113.9 / 255]),
+    ("stl10", (64, 192, 1536, 8), [0.43, 0.42, 0.39]),
+    ("imagenet", (128, 320, 2560, 10), [0.485, 0.456, 0.406]),
+])
+def test_print_config_shows_the_papers_model_and_the_official_statistics(capsys, dataset, sizes, mean):
+    import json
+
+    from amdim_lib.__main__ import main
+
+    main(["train", "--dataset", dataset, "--preset", "paper", "--print-config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["image_size"], printed["ndf"], printed["n_rkhs"], printed["n_depth"]) == sizes
+    assert printed["batch_size"] == 200 and printed["resolved_input_mean"] == pytest.approx(mean)
