@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from .build import build_encoder
-from .encoder import Features
+from .encoder import Features, views_in_batch
 from .mixture import MixtureHead, mixture_amdim_loss
 from .objectives import amdim_loss
 from .presets import Config
+from .probes import Probes
 
 BYTES_PER_PARAMETER = 16  # fp32 weight, gradient, Adam's first and second moments
-PROBE_HIDDEN = 1024       # the online MLP probe's width (amdim_lib.train.Probes)
 GIB = 2**30
 
 
@@ -53,20 +53,19 @@ def estimate_training_memory(config: Config, batch: int | None = None, n_classes
     """The memory one training step of `config` needs with `batch` images per view (default:
     config.batch_size). half_precision: activations under 16-bit autocast (counted at half size)."""
     batch = batch or config.batch_size
-    (p1, a1), (p2, a2) = (_measure(config.replace(n_depth=depth), batch) for depth in (1, 2))
+    (p1, a1), (p2, a2) = (_measure(config.replace(n_depth=depth), batch, n_classes) for depth in (1, 2))
     extra = config.n_depth - 1
-    # The online probes: a linear and an MLP classifier on the n_rkhs global feature.
-    probes = config.n_rkhs * (n_classes + PROBE_HIDDEN) + PROBE_HIDDEN * (n_classes + 3) + 2 * n_classes
     activations = a1 + extra * (a2 - a1)
-    return MemoryEstimate(p1 + extra * (p2 - p1) + probes, activations // 2 if half_precision else activations, batch)
+    return MemoryEstimate(p1 + extra * (p2 - p1), activations // 2 if half_precision else activations, batch)
 
 
-def _measure(config: Config, batch: int) -> tuple[int, int]:
+def _measure(config: Config, batch: int, n_classes: int) -> tuple[int, int]:
     """(parameters, bytes saved for backward) of one training forward pass of `config`, on the meta device."""
     with torch.device("meta"):
         encoder = build_encoder(config)
+        probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout)
         mixture = MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None) if config.mixture_k else None
-    parameters = [*encoder.parameters(), *(mixture.parameters() if mixture is not None else ())]
+    parameters = [*encoder.parameters(), *probes.parameters(), *(mixture.parameters() if mixture is not None else ())]
     weights = {id(p) for p in parameters}
     saved: dict[int, int] = {}
 
@@ -79,8 +78,10 @@ def _measure(config: Config, batch: int) -> tuple[int, int]:
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        both = encoder(x)  # both views in one pass, as the training step does
+        with views_in_batch(encoder, 2 if config.bn_per_view else 1):  # as the training step does
+            both = encoder(x)  # both views in one pass
         f1, f2 = Features(*(t[:batch] for t in both)), Features(*(t[batch:] for t in both))
+        logits = probes(both.r1.detach().flatten(1).float())  # the online probes read both views
         generator = torch.Generator()
         if mixture is None:
             loss = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=generator)
@@ -88,7 +89,7 @@ def _measure(config: Config, batch: int) -> tuple[int, int]:
             loss = mixture_amdim_loss(f1, f2, (mixture(f1.r1), mixture(f2.r1)), config.mixture_tau,
                                       config.mixture_alpha, config.tclip, config.reg_weight, generator, config.tasks)
     total = sum(saved.values())
-    del loss  # (kept until now: while the graph lives, no saved tensor's id is reused)
+    del loss, logits  # (kept until now: while the graph lives, no saved tensor's id is reused)
     return sum(p.numel() for p in parameters), total
 
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -35,48 +34,13 @@ from .checkpoints import (last_checkpoint_text, latest_run_checkpoint, save_json
 from .datasets import EXPECTED_CLASSES
 from .encoder import Encoder, Features, views_in_batch
 from .memory import check_fits
-from .objectives import amdim_loss, tanh_clip
+from .objectives import amdim_loss
 from .presets import Config
 from .mixture import MixtureHead, mixture_amdim_loss
+from .probes import Probes, probe_loss
 from .runfolder import claim, writing
 
-# ----------------------------------------------------------------------------- devices and precision
-
-
-# ----------------------------------------------------------------------------- probes, sampler, schedule
-
-# The official probes' loss: cross-entropy on logits softly clipped to +-10, plus a small penalty on
-# the squared raw logits (both keep the probes' logits from growing without bound).
-PROBE_CLIP = 10.0
-PROBE_LOGIT_PENALTY = 1e-3
-
-
-class Probes(nn.Module):
-    """Online classifiers on the detached global feature: linear, and MLP as in the paper.
-
-    (The MLP's first layer keeps a bias, which the official code leaves out: batch norm follows it,
-    so the bias changes no output and no gradient, and checkpoints keep their keys.)
-    """
-
-    def __init__(self, n_in: int, n_classes: int, hidden: int = 1024, dropout: float = 0.2):
-        super().__init__()
-        self.linear = nn.Linear(n_in, n_classes)
-        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, n_classes))
-
-    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"linear": self.linear(h), "mlp": self.mlp(h)}
-
-
-def probe_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The official probes' loss: cross-entropy of PROBE_CLIP * tanh(logits / PROBE_CLIP) over the labelled
-    rows (label >= 0) plus PROBE_LOGIT_PENALTY x the mean squared raw logit over every row."""
-    logits, labelled = logits.float(), labels >= 0  # (under autocast the probes may return bf16/fp16)
-    penalty = PROBE_LOGIT_PENALTY * logits.pow(2).mean()
-    if not labelled.any():
-        return penalty
-    return F.cross_entropy(tanh_clip(logits[labelled], PROBE_CLIP), labels[labelled]) + penalty
-
+# ----------------------------------------------------------------------------- the model, sampler, schedule
 
 class AMDIM(nn.Module):
     """The encoder, its online probes and, with `mixture_k`, the mixture head as one module (what DDP wraps).
@@ -147,7 +111,7 @@ def lr_factor(step: int, warmup_steps: int, milestone_steps: list[int], gamma: f
     return warm * gamma ** sum(step >= m for m in milestone_steps)
 
 
-# ----------------------------------------------------------------------------- checkpoints and data
+# ----------------------------------------------------------------------------- loaders, model, probe accuracy
 
 
 def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, world_size: int = 1):

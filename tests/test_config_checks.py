@@ -12,7 +12,8 @@ from amdim_lib.build import build_encoder
 from amdim_lib.memory import check_fits, estimate_training_memory
 from amdim_lib.mixture import MixtureHead
 from amdim_lib.presets import check_notebook_parameters, get_config
-from amdim_lib.train import Probes, build_state, train_step, Runtime
+from amdim_lib.probes import Probes
+from amdim_lib.train import Runtime, build_state, train_step
 
 SMOKE = ["--preset", "smoke", "--no-progress"]
 

@@ -60,8 +60,8 @@ def test_objective_notebook_smoke(tmp_path):
         assert m["library_loss"][key] == pytest.approx(m["slow_loss"][key], abs=1e-5)
     assert m["time_slow_ms"] > m["time_library_ms"]
     # Shapes and parameter counts of the paper's models (DESIGN.md).
-    assert m["parameters"]["paper, CIFAR (32 px)"] == 20_033_024
-    assert m["parameters"]["paper, ImageNet (128 px)"] == 208_419_264
+    assert m["parameters"]["paper, small CIFAR (32 px)"] == 20_033_024      # ndf 128, n_rkhs 1024, depth 3
+    assert m["parameters"]["paper, ImageNet (128 px)"] == 665_747_520       # ndf 320, n_rkhs 2560, depth 10
     assert m["feature_shapes"]["paper, STL-10 (64 px)"] == {"r1": [1024, 1, 1], "r5": [1024, 5, 5], "r7": [1024, 7, 7]}
     # Clipping bounds the loss as scores grow; without it the loss keeps growing; the regulariser grows ~ s^2.
     sweep = m["clip_sweep"]

@@ -20,7 +20,8 @@ from amdim_lib.encoder import Features, views_in_batch
 from amdim_lib.objectives import amdim_loss, random_location
 from amdim_lib.official import our_name
 from amdim_lib.presets import get_config
-from amdim_lib.train import Runtime, build_state, probe_loss, train_step
+from amdim_lib.probes import probe_loss
+from amdim_lib.train import Runtime, build_state, train_step
 
 DATA = Path(__file__).parent / "data" / "official"
 REFERENCE = torch.load(DATA / "reference.pt", weights_only=True)

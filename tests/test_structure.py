@@ -19,7 +19,7 @@ LAYERS = [
     ("distributed", "objectives", "mixture", "bounds", "reference"),                 # objectives
     ("presets",),                                                                    # configurations
     ("checkpoints", "runfolder"),                                                    # run files, the run folder
-    ("build", "official", "memory"),                                                 # factories, checkpoints in
+    ("probes", "build", "official", "memory"),                                                 # factories, checkpoints in
                                                                                      # the official format
     ("train", "supervised"),                                                         # training loops
     ("evaluate", "segmentation", "sweep", "bench", "results", "exercises"),          # analysis
