@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from .bounds import nce_candidates, nce_mi_lower_bound
 from .geometry import receptive_fields
 from .objectives import nce_scores, tanh_clip
 
@@ -86,3 +87,41 @@ def verdict(name: str, answer, **setting) -> tuple[bool, str]:
 def check(name: str, answer, **setting) -> None:
     """Print the verdict on a reader's answer, e.g. check("negatives", 23471, batch_size=480)."""
     print(verdict(name, answer, **setting)[1])
+
+
+# ---- notebook 01
+
+def receptive_field(image_size: int, feature: str) -> int:
+    """Side in pixels of the input patch that one location of `feature` ('r1', 'r5', 'r7') sees."""
+    return receptive_fields(image_size)[feature].size
+
+
+def field_overlap(image_size: int, feature: str) -> int:
+    """Pixels, along one axis, that the fields of two neighbouring locations of `feature` share."""
+    field = receptive_fields(image_size)[feature]
+    return max(0, field.size - field.jump)
+
+
+EXERCISES["receptive_field"] = Exercise(receptive_field, tolerance=0.5)
+EXERCISES["field_overlap"] = Exercise(field_overlap, tolerance=0.5)
+
+
+# ---- notebook 02
+
+def infonce_ceiling(batch_size: int) -> float:
+    """The most InfoNCE can report with `batch_size` candidates: log K minus a loss of zero."""
+    return float(nce_mi_lower_bound(0.0, nce_candidates(batch_size, 1)))
+
+
+def batch_for_ceiling(nats: float, locations: int = 49) -> int:
+    """The smallest batch B whose NCE ceiling log((B - 1) L + 1) reaches `nats` in a 1->target task with L locations."""
+    batch = max(2, math.ceil((math.exp(nats) - 1) / locations) + 1)
+    while batch > 2 and math.log(nce_candidates(batch - 1, locations)) >= nats:
+        batch -= 1
+    while math.log(nce_candidates(batch, locations)) < nats:
+        batch += 1
+    return batch
+
+
+EXERCISES["infonce_ceiling"] = Exercise(infonce_ceiling, tolerance=0.01)
+EXERCISES["batch_for_ceiling"] = Exercise(batch_for_ceiling, tolerance=0.5)

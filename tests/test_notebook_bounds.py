@@ -1,4 +1,5 @@
-"""02_mi_bounds.ipynb at the smoke preset: the true-critic checks of the issue, and what trained critics show."""
+"""02_mi_bounds.ipynb and its appendix A1_estimators.ipynb at the smoke preset: the true-critic checks of the
+issue, and what trained critics show."""
 
 import math
 import time
@@ -7,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amdim_lib import bounds
+from amdim_lib import bounds, exercises
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
 
 NOTEBOOK = NOTEBOOKS_DIR / "02_mi_bounds.ipynb"
+APPENDIX = NOTEBOOKS_DIR / "appendix" / "A1_estimators.ipynb"
 FIGURES = ("true_critic", "staircase", "bias_variance", "batch_size", "clipping", "amdim_controls")
 
 
@@ -61,7 +63,9 @@ def test_trained_critics_show_the_ceiling_and_the_growing_spread(smoke_run):
     nwj_std = trained["nwj_std"]
     assert nwj_std[-1] > 2 * nwj_std[0] and max(nwj_std[2:]) > 3 * nwj_std[0]
     assert max(nwj_std[2:]) > 5 * infonce["std"][-1]
-    for label in ("InfoNCE", "NWJ", "TUBA", "DV", "MINE", "JS", "alpha (0.01)", "SMILE (tau 5)"):
+    # 02 trains the three bounds of its story (and two with AMDIM's controls); the rest of the family is in A1.
+    assert set(trained["stats"]) == {"InfoNCE", "NWJ", "MINE", "InfoNCE + AMDIM controls", "NWJ + AMDIM controls"}
+    for label in trained["stats"]:
         assert all(np.isfinite(trained["stats"][label]["mean"])), label
 
 
@@ -73,6 +77,14 @@ def test_batch_size_raises_the_infonce_ceiling(smoke_run):
     for k in ("16", "64", "256"):
         assert experiment[k]["max"] <= math.log(int(k)) + 1e-5
     assert experiment["16"]["mean"][-1] > math.log(16) - 0.4
+
+
+def test_exercise_answers_are_the_ceilings_the_notebook_shows(smoke_run):
+    experiment = smoke_run[0]["batch_size_experiment"]
+    assert exercises.expected("infonce_ceiling", batch_size=256) == pytest.approx(experiment["256"]["log_k"])
+    assert experiment["256"]["max"] <= exercises.expected("infonce_ceiling", batch_size=256) + 1e-5
+    batch = exercises.expected("batch_for_ceiling", nats=12, locations=49)
+    assert math.log(bounds.nce_candidates(batch, 49)) >= 12 > math.log(bounds.nce_candidates(batch - 1, 49))
 
 
 def test_amdim_bridge_and_controls(smoke_run):
@@ -87,3 +99,32 @@ def test_amdim_bridge_and_controls(smoke_run):
     clipping = metrics["clipping"]
     assert max(clipping["5"]["nwj_mean"]) <= 5.0
     assert clipping["5"]["nwj_std"][-1] < clipping["none"]["nwj_std"][-1] / 3
+
+
+@pytest.fixture(scope="module")
+def appendix_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("A1_estimators")
+    start = time.perf_counter()
+    metrics = run_notebook(APPENDIX, out, preset="smoke", seed=0)
+    return metrics, out, time.perf_counter() - start
+
+
+def test_appendix_trains_every_estimator_and_checks_the_exact_nwj_variance(appendix_run):
+    metrics, out, seconds = appendix_run
+    assert metrics["preset"] == "smoke" and seconds < 90
+    for name in ("staircase_all", "bias_variance_all"):
+        assert (Path(out) / f"{name}.png").stat().st_size > 10_000, name
+    stats = metrics["trained"]["stats"]
+    assert set(stats) == {bounds.LABELS[name] for name in bounds.ESTIMATORS}
+    for label, values in stats.items():
+        assert all(np.isfinite(values["mean"])), label
+    # InfoNCE never passes log K, so it cannot be among the estimators reported above it.
+    assert "InfoNCE" not in metrics["trained"]["above_log_k_at_top"]
+    for label in metrics["trained"]["above_log_k_at_top"]:
+        assert stats[label]["mean"][-1] > metrics["log_k"], label
+    true = metrics["true_critic"]
+    assert true["nwj_exact_std"] == pytest.approx([bounds.nwj_true_critic_std(mi, 20, 64) for mi in bounds.MI_LEVELS])
+    for mi, mean, exact in zip(bounds.MI_LEVELS, true["nwj_mean"], true["nwj_exact_std"]):
+        assert abs(mean - mi) < 4 * exact / math.sqrt(true["n_batches"]), mi
+    # Gaussians: the standard deviation grows like e^I / K, so by about e^8 between 2 and 10 nats.
+    assert true["nwj_exact_std"][-1] / true["nwj_exact_std"][0] > math.exp(8) / 10

@@ -5,6 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from amdim_lib import exercises
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
 from notebook_outputs import stderr_of
 
@@ -41,6 +42,10 @@ def test_views_notebook_smoke(tmp_path):
     assert rf["32"]["r7"] == {"size": 8, "jump": 4, "offset": 0, "grid": 7}
     assert rf["32"]["r5"]["size"] == 16 and rf["64"]["r7"]["size"] == 16 and rf["128"]["r7"]["size"] == 35
     assert all(m["r1_covers_image"].values()) and len(m["r1_covers_image"]) == 3
+    # The exercises' answers are the fields the notebook reports.
+    assert rf["64"]["r5"]["size"] == exercises.expected("receptive_field", image_size=64, feature="r5")
+    assert rf["64"]["r7"]["size"] - rf["64"]["r7"]["jump"] == exercises.expected("field_overlap", image_size=64,
+                                                                                  feature="r7")
     assert all(m["r7_gradient_matches_box"].values()) and len(m["r7_gradient_matches_box"]) == 3
     # The inspector was driven from code: policy stl10 (64 px views), resampled once from seed 0.
     assert m["inspector"]["policy"] == "stl10" and m["inspector"]["seed"] == 1
