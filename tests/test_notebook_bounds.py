@@ -16,12 +16,17 @@ APPENDIX = NOTEBOOKS_DIR / "appendix" / "A1_estimators.ipynb"
 FIGURES = ("true_critic", "staircase", "bias_variance", "batch_size", "clipping", "amdim_controls")
 
 
+def _run_at_smoke(path, tmp_path_factory):
+    """(metrics, output folder, seconds) of `path` executed at the smoke preset."""
+    out = tmp_path_factory.mktemp(path.stem)
+    start = time.perf_counter()
+    metrics = run_notebook(path, out, preset="smoke", seed=0)
+    return metrics, out, time.perf_counter() - start
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("02_mi_bounds")
-    start = time.perf_counter()
-    metrics = run_notebook(NOTEBOOK, out, preset="smoke", seed=0)
-    return metrics, out, time.perf_counter() - start
+    return _run_at_smoke(NOTEBOOK, tmp_path_factory)
 
 
 def test_notebook_runs_at_smoke_and_writes_its_figures(smoke_run):
@@ -103,10 +108,7 @@ def test_amdim_bridge_and_controls(smoke_run):
 
 @pytest.fixture(scope="module")
 def appendix_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("A1_estimators")
-    start = time.perf_counter()
-    metrics = run_notebook(APPENDIX, out, preset="smoke", seed=0)
-    return metrics, out, time.perf_counter() - start
+    return _run_at_smoke(APPENDIX, tmp_path_factory)
 
 
 def test_appendix_trains_every_estimator_and_checks_the_exact_nwj_variance(appendix_run):
