@@ -18,7 +18,9 @@ import torch
 
 from .bounds import nce_candidates, nce_mi_lower_bound
 from .geometry import receptive_fields
+from .mixture import mixture_objective
 from .objectives import nce_scores, tanh_clip
+from .sweep import resolve_variants, sweep_table
 
 
 def negatives_per_positive(batch_size: int, target: str = "r7", image_size: int = 32) -> int:
@@ -125,3 +127,46 @@ def batch_for_ceiling(nats: float, locations: int = 49) -> int:
 
 EXERCISES["infonce_ceiling"] = Exercise(infonce_ceiling, tolerance=0.01)
 EXERCISES["batch_for_ceiling"] = Exercise(batch_for_ceiling, tolerance=0.5)
+
+
+# ---- notebook 06
+
+def sweep_trained_runs(variants, n_seeds: int) -> int:
+    """Training runs a sweep of `variants` (names, or 'all') over `n_seeds` seeds performs: one per
+    (variant, seed), except the untrained baselines, which are probed without a single update."""
+    if n_seeds < 1:
+        raise ValueError(f"a sweep needs at least one seed, got n_seeds={n_seeds}")
+    chosen = resolve_variants(variants)
+    return sum(variant.method != "random" for variant in chosen.values()) * n_seeds
+
+
+def seed_spread(first: float, second: float) -> float:
+    """The sweep's seed-to-seed spread (sample standard deviation) of one variant measured at two seeds."""
+    records = [{"variant": "v", "seed": seed, "linear": value, "knn": value}
+               for seed, value in enumerate((float(first), float(second)))]
+    return sweep_table(records)[0]["linear_std"]
+
+
+EXERCISES["sweep_runs"] = Exercise(sweep_trained_runs, tolerance=0.5)
+EXERCISES["seed_spread"] = Exercise(seed_spread, tolerance=0.002)
+
+
+# ---- notebook 07
+
+def mixture_score_gradient(scores, tau: float, alpha: float, component: int = 0) -> float:
+    """dJ/ds_j of the mixture objective at one location with the given component scores, by autograd
+    through the library's `mixture_objective`."""
+    s = torch.tensor([float(v) for v in scores], dtype=torch.float64).reshape(1, -1, 1).requires_grad_()
+    mixture_objective(s, tau, alpha)["objective"].backward()
+    return float(s.grad[0, component, 0])
+
+
+def uniform_entropy(k: int) -> float:
+    """H(q) in nats at a location that every one of the k components scores equally."""
+    if k < 1:
+        raise ValueError(f"a mixture needs at least one component, got k={k}")
+    return float(mixture_objective(torch.zeros(1, k, 1, dtype=torch.float64))["entropy"])
+
+
+EXERCISES["mixture_gradient"] = Exercise(mixture_score_gradient, tolerance=0.01)
+EXERCISES["uniform_entropy"] = Exercise(uniform_entropy, tolerance=0.01)

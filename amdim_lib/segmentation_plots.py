@@ -106,15 +106,25 @@ def plot_iou_comparison(per_image: Mapping[str, np.ndarray], title: str = "Best-
     return fig
 
 
-def plot_k_ablation(results: Mapping[int, Mapping[str, float]], baselines: Mapping[str, Mapping[int, float]] | None = None):
-    """Two panels over k: segmentation IoU (with baselines) and linear-probe accuracy."""
+def plot_k_ablation(results: Mapping[int, Mapping[str, float]], baselines: Mapping[str, Mapping[int, float]] | None = None,
+                    probe_baselines: Mapping[str, float] | None = None):
+    """Two panels over k: segmentation IoU (with baselines) and linear-probe accuracy, the latter beside
+    horizontal reference lines (`probe_baselines`, e.g. {"chance": 0.1}) on an axis that holds them all."""
 
     ks = sorted(results)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].plot(ks, [results[k]["iou"] for k in ks], "o-", label="trained mixture")
     for i, (name, values) in enumerate((baselines or {}).items(), 1):
         axes[0].plot(ks, [values[k] for k in ks], "s--", color=f"C{i}", label=name)
-    axes[1].plot(ks, [100 * results[k]["linear_probe"] for k in ks], "o-", color="C3")
+    probes = [100 * results[k]["linear_probe"] for k in ks]
+    axes[1].plot(ks, probes, "o-", color="C3", label="mixture models")
+    for i, (name, value) in enumerate((probe_baselines or {}).items()):
+        axes[1].axhline(100 * value, color="k", ls=("--", ":", "-.")[i % 3], lw=1, label=name)
+    if probe_baselines:  # a few points above chance must read as a few points, not as a steep curve
+        shown = probes + [100 * v for v in probe_baselines.values()]
+        margin = max(2.0, 0.2 * (max(shown) - min(shown)))
+        axes[1].set_ylim(max(0.0, min(shown) - margin), min(100.0, max(shown) + margin))
+        axes[1].legend(fontsize=8)
     axes[0].set(xlabel="components k", ylabel="mean best-match IoU", title="segmentation of Shapes")
     axes[1].set(xlabel="components k", ylabel="test accuracy (%)", title="linear probe on r1")
     for ax in axes:

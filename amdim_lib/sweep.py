@@ -458,6 +458,9 @@ def findings(table: list[dict], comparisons: list[dict], reference: str = REFERE
 
 GROUP_COLOURS = {"reference": "tab:blue", "RQ2": "tab:orange", "RQ3": "tab:green", "size": "tab:purple",
                  "baseline": "tab:grey", "custom": "tab:brown"}
+# The figure's legend names each group by what it asks, not by its label in VARIANTS.
+GROUP_NAMES = {"reference": "full AMDIM", "RQ2": "multiscale prediction", "RQ3": "augmentation and NCE stabilisers",
+               "size": "encoder size", "baseline": "baselines", "custom": "custom"}
 
 
 def plot_sweep(table: list[dict], metrics=("linear", "knn"), chance: float | None = None, title: str = "Ablations"):
@@ -480,16 +483,24 @@ def plot_sweep(table: list[dict], metrics=("linear", "knn"), chance: float | Non
             ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=14,
                        color="black", zorder=3)
             if r["diverged"]:
-                ax.text(i, 1, f"{r['diverged']} diverged", rotation=90, ha="center", va="bottom", fontsize=8)
+                ax.text(i, 0.02, f"{r['diverged']} diverged", rotation=90, ha="center", va="bottom", fontsize=8,
+                        transform=ax.get_xaxis_transform())
         if chance is not None:
             ax.axhline(100 * chance, color="black", ls="--", lw=1)
             ax.annotate("chance", xy=(1.0, 100 * chance), xycoords=("axes fraction", "data"), xytext=(3, 0),
                         textcoords="offset points", va="center", fontsize=8)
         ax.set_xticks(x, [r["variant"] for r in table], rotation=35, ha="right")
         ax.set(ylabel="test accuracy (%)", title=f"{names.get(metric, metric)}: mean ± 1 sd over seeds")
+        shown = [v for r in table for v in 100 * np.array(r[f"{metric}_values"])] + [m + s for m, s in zip(means, stds)]
+        shown += [100 * chance] if chance is not None else []
+        if shown:  # an axis fitted to the data, so that differences of a few points stay visible
+            low, high = min(shown), max(shown)
+            margin = max(1.0, 0.15 * (high - low))
+            ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
         ax.grid(axis="y", alpha=0.3)
     groups = list(dict.fromkeys(r["question"] for r in table))
-    fig.legend([Patch(color=GROUP_COLOURS.get(g, "tab:brown"), alpha=0.8) for g in groups], groups,
+    fig.legend([Patch(color=GROUP_COLOURS.get(g, "tab:brown"), alpha=0.8) for g in groups],
+               [GROUP_NAMES.get(g, g) for g in groups],
                loc="lower center", ncol=len(groups), frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

@@ -89,4 +89,11 @@ def test_images_inspector_and_figures(executed):
     executed_nb = nbformat.read(out / NOTEBOOK.name, as_version=4)
     noise = [o.get("text", "") for c in executed_nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert not noise, noise                                          # no warnings printed
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for c in executed_nb.cells for o in c.get("outputs", []))
+    # The result is rendered from this run's numbers: the mixture's IoU and the verdict against each baseline.
+    blob, kmeans = m["iou"]["centre_blob"], m["iou"]["kmeans_random"]
+    assert f"mean IoU of **{m['iou']['mixture']:.2f}**" in shown
+    assert f"{'above' if m['iou']['mixture'] > blob else 'not above'} the centre blob ({blob:.2f})" in shown
+    assert f"{'above' if m['iou']['mixture'] > kmeans else 'below'} per-image k-means on the untrained encoder " \
+           f"({kmeans:.2f})" in shown
     assert json.loads((out / "metrics.json").read_text()) == m
