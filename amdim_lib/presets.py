@@ -281,7 +281,8 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
     },
     # 03 objective: images in the illustrated batch, and the short training run (a base preset plus
     # overrides). The smoke and demo runs use lr 1e-3 with a short warm-up so that a few dozen updates
-    # show a trend; the paper's schedule (lr 2e-4, 500 warm-up steps) belongs to the paper preset and 04.
+    # show a trend, as 04's demo run does (lr 1e-3, 50 warm-up steps); the paper's schedule (lr 2e-4, 500
+    # warm-up steps) belongs to the paper preset.
     "03": {
         "smoke": dict(batch=8, train=dict(base="smoke", train_size=128, test_size=32, batch_size=16, epochs=2,
                                           warmup_steps=1, lr=1e-3, log_every=1)),
