@@ -6,6 +6,7 @@ import math
 import nbformat
 import pytest
 
+from amdim_lib.presets import get_config
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
 from notebook_outputs import stderr_of
 
@@ -37,6 +38,10 @@ def test_training_notebook_trains_and_reports(training_run):
     assert metrics["dataset"] == "shapes" and metrics["preset"] == "smoke"
     assert metrics["trained_now"] and metrics["finished"] and metrics["steps"] == metrics["total_steps"] == 16
     assert metrics["seconds"] > 0 and metrics["images_per_s"] > 0 and metrics["seconds_source"] == "measured"
+    # The optimiser's settings are rendered from the configuration, not typed into the prose.
+    config = get_config("shapes", "smoke")
+    assert metrics["lr"] == config.lr and f"= {config.lr:g}," in metrics["schedule_text"]
+    assert f"$T_w$ = {config.warmup_steps} updates" in metrics["schedule_text"]
     losses = metrics["final_losses"]
     assert set(losses) == {"1t5", "1t7", "5t5", "reg", "loss"}
     assert losses["loss"] == pytest.approx(losses["1t5"] + losses["1t7"] + losses["5t5"] + losses["reg"], abs=1e-3)
