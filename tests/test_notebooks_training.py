@@ -72,6 +72,10 @@ def test_evaluation_notebook_on_the_training_run(training_run, tmp_path):
     assert supervised["steps"] == supervised["budget_steps"] == 16 and supervised["fraction"] == 1.0
     assert 0 <= supervised["test_acc"] <= 1
     assert metrics["probe_train_size"] == 256 and metrics["probe_test_size"] == 128
+    # The order stated in section 7 is the order of the measured linear-probe accuracies.
+    order = metrics["linear_order"]
+    assert sorted(order) == ["random_init", "raw_pixels", "trained"]
+    assert [metrics["accuracy"][n]["linear"] for n in order] == sorted((metrics["accuracy"][n]["linear"] for n in order), reverse=True)
     for name in ("trained", "random_init", "raw_pixels"):
         points = metrics["label_efficiency"][name]
         per_class = [p["per_class"] for p in points]
