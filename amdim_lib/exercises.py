@@ -19,8 +19,10 @@ import torch
 from .bounds import nce_candidates, nce_mi_lower_bound
 from .geometry import receptive_fields
 from .mixture import mixture_objective
-from .objectives import nce_scores, tanh_clip
+from .objectives import nce_loss, nce_scores, tanh_clip
+from .probes import Probes
 from .sweep import resolve_variants, sweep_table
+from .train import lr_factor
 
 
 def negatives_per_positive(batch_size: int, target: str = "r7", image_size: int = 32) -> int:
@@ -170,3 +172,38 @@ def uniform_entropy(k: int) -> float:
 
 EXERCISES["mixture_gradient"] = Exercise(mixture_score_gradient, tolerance=0.01)
 EXERCISES["uniform_entropy"] = Exercise(uniform_entropy, tolerance=0.01)
+
+
+# ---- notebook 03-05
+
+def nce_row_loss(src: torch.Tensor, trg: torch.Tensor, row: int = 0, tclip: float | None = 20.0) -> float:
+    """The NCE loss of one source row (its mean over the row's L positives): the library's nce_loss
+    given that row alone, with the batch of targets in which its own image is target `row`."""
+    if not 0 <= row < len(src):
+        raise ValueError(f"row must index a source of the batch (0..{len(src) - 1}), got {row}")
+    return float(nce_loss(src[row:row + 1], trg, tclip, pos_offset=row)[0])
+
+
+def chance_loss(batch_size: int, target: str = "r7", image_size: int = 32) -> float:
+    """The NCE loss when every score is equal: the library's loss of all-zero features, log(1 + negatives)."""
+    negatives = negatives_per_positive(batch_size, target, image_size)
+    locations = negatives // (batch_size - 1)
+    return float(nce_loss(torch.zeros(batch_size, 1), torch.zeros(batch_size, 1, locations), tclip=None)[0])
+
+
+def warmup_factor(step: int, warmup_steps: int, milestone_steps: tuple[int, ...] = (), gamma: float = 0.2) -> float:
+    """The training schedule's factor on the base learning rate at update `step` (counted from 0)."""
+    return lr_factor(step, warmup_steps, list(milestone_steps), gamma)
+
+
+def linear_probe_parameters(n_features: int, n_classes: int) -> int:
+    """Weights and biases of the online linear probe on `n_features` inputs for `n_classes` classes."""
+    return sum(p.numel() for p in Probes(n_features, n_classes, hidden=1).linear.parameters())
+
+
+EXERCISES.update({
+    "nce_row_loss": Exercise(nce_row_loss, tolerance=1e-3),
+    "chance_loss": Exercise(chance_loss, tolerance=0.01),
+    "warmup_factor": Exercise(warmup_factor, tolerance=0.005),
+    "linear_probe_parameters": Exercise(linear_probe_parameters, tolerance=0.5),
+})

@@ -290,7 +290,8 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
     },
     # 03 objective: images in the illustrated batch, and the short training run (a base preset plus
     # overrides). The smoke and demo runs use lr 1e-3 with a short warm-up so that a few dozen updates
-    # show a trend; the paper's schedule (lr 2e-4, 500 warm-up steps) belongs to the paper preset and 04.
+    # show a trend, as 04's demo run does (lr 1e-3, 50 warm-up steps); the paper's schedule (lr 2e-4, 500
+    # warm-up steps) belongs to the paper preset.
     "03": {
         "smoke": dict(batch=8, train=dict(base="smoke", train_size=128, test_size=32, batch_size=16, epochs=2,
                                           warmup_steps=1, lr=1e-3, log_every=1)),
@@ -342,11 +343,18 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
         "paper": dict(base="paper", model=dict(augment="crop"), steps=None, ks=(2, 4, 8), eval_images=1000, bank=200,
                       shifts=4, probe=(10_000, 2_000), show=10),
     },
+    # A2 engineering: one short run trained twice, straight through and interrupted then resumed (a base
+    # preset plus overrides), stopped after `stop_at` updates, mid-epoch.
+    "A2": {
+        "smoke": dict(train=dict(base="smoke", train_size=64, test_size=32, batch_size=16, epochs=2), stop_at=3),
+        "demo": dict(train=dict(base="smoke", train_size=256, test_size=64, batch_size=32, epochs=2), stop_at=11),
+        "paper": dict(train=dict(base="smoke", train_size=256, test_size=64, batch_size=32, epochs=2), stop_at=11),
+    },
 }
 
 
 def workbook_sizes(notebook: str, preset: str) -> dict:
-    """What notebook `notebook` ("01", ..., "07") computes at `preset`; the paper variants (paper-192, ...)
+    """What notebook `notebook` ("01", ..., "07", "A2") computes at `preset`; the paper variants (paper-192, ...)
     use the paper's sizes. A fresh copy: changing it changes nothing here."""
     if notebook not in WORKBOOK_SIZES:
         raise ValueError(f"no sizes for notebook {notebook!r}; notebooks with sizes: {sorted(WORKBOOK_SIZES)}")

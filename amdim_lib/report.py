@@ -45,6 +45,16 @@ def chance_losses(batch_size: int) -> dict[str, float]:
     return {task: math.log(1 + (batch_size - 1) * n) for task, n in LOCATIONS.items()}
 
 
+def accuracy_limits(values, n_classes: int | None = None, margin: float = 0.05) -> tuple[float, float]:
+    """A y-range fitted to accuracies (and the chance level 1/n_classes), so that differences of a few
+    points stay visible when every value lies between 0.1 and 0.35."""
+    finite = [float(v) for v in values if np.isfinite(v)] + ([1 / n_classes] if n_classes else [])
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    return max(0.0, low - margin), min(1.0, high + 2 * margin)
+
+
 def plot_losses(records: list[dict], batch_size: int | None = None, milestone_steps=(),
                 title: str = "AMDIM training losses"):
     """Two panels against the update step: the NCE loss of each pair (1->5, 1->7, 5->5) with its
@@ -131,7 +141,9 @@ def plot_online_probes(records: list[dict], n_classes: int | None = None, title:
                     ms=7, label=f"{label}, test split (per epoch)")
     if n_classes:
         ax.axhline(1 / n_classes, color="grey", ls="--", lw=1, label=f"chance (1/{n_classes})")
-    ax.set(xlabel="update step", ylabel="accuracy", title=title, ylim=(0, 1.02))
+    values = [r[k] for r in train for k in ("probe_linear_acc", "probe_mlp_acc") if k in r]
+    values += [e[k] for e in evals for k in ("test_linear_acc", "test_mlp_acc") if k in e]
+    ax.set(xlabel="update step", ylabel="accuracy", title=title, ylim=accuracy_limits(values, n_classes))
     ax.legend(loc="upper left", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -191,7 +203,9 @@ def plot_probe_results(results: dict[str, dict[str, float]], n_classes: int | No
     if n_classes:
         ax.axhline(1 / n_classes, color="grey", ls="--", lw=1, label=f"chance (1/{n_classes})")
     ax.set_xticks(range(len(probes)), [labels[p] for p in probes])
-    ax.set(ylabel="test accuracy", ylim=(0, 1.1), title=title)
+    values = [v for name in names for v in results[name].values()]
+    ax.set(ylabel="test accuracy (axis fitted to the values)", ylim=accuracy_limits(values, n_classes, margin=0.04),
+           title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -216,8 +230,9 @@ def plot_label_efficiency(curves: dict[str, list[dict]], n_classes: int | None =
     all_tick = {p["per_class"] for points in curves.values() for p in points if p["all"]}
     ax.set_xticks(ticks, [f"{t}\n(all)" if t in all_tick else str(t) for t in ticks])
     ax.minorticks_off()
-    top = max(p["mean"] + p["std"] for points in curves.values() for p in points)
-    ax.set(xlabel="labelled examples per class", ylabel="test accuracy", ylim=(0, min(1.02, top + 0.15)), title=title)
+    values = [p["mean"] + sign * p["std"] for points in curves.values() for p in points for sign in (-1, 1)]
+    ax.set(xlabel="labelled examples per class", ylabel="test accuracy", ylim=accuracy_limits(values, n_classes),
+           title=title)
     ax.legend(loc="upper left", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()

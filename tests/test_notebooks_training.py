@@ -1,4 +1,5 @@
-"""Notebooks 04 (training) and 05 (evaluation), executed at the smoke preset with papermill."""
+"""Notebooks 04 (training) and 05 (evaluation) and appendix A2 (engineering), executed at the smoke preset with
+papermill."""
 
 import json
 import math
@@ -6,11 +7,13 @@ import math
 import nbformat
 import pytest
 
+from amdim_lib.presets import get_config, workbook_sizes
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
 from notebook_outputs import stderr_of
 
 TRAINING = NOTEBOOKS_DIR / "04_training.ipynb"
 EVALUATION = NOTEBOOKS_DIR / "05_evaluation.ipynb"
+ENGINEERING = NOTEBOOKS_DIR / "appendix" / "A2_engineering.ipynb"
 FEATURE_SETS = ("trained", "random_init", "raw_pixels", "supervised")
 
 
@@ -37,6 +40,10 @@ def test_training_notebook_trains_and_reports(training_run):
     assert metrics["dataset"] == "shapes" and metrics["preset"] == "smoke"
     assert metrics["trained_now"] and metrics["finished"] and metrics["steps"] == metrics["total_steps"] == 16
     assert metrics["seconds"] > 0 and metrics["images_per_s"] > 0 and metrics["seconds_source"] == "measured"
+    # The optimiser's settings are rendered from the configuration, not typed into the prose.
+    config = get_config("shapes", "smoke")
+    assert metrics["lr"] == config.lr and f"= {config.lr:g}," in metrics["schedule_text"]
+    assert f"$T_w$ = {config.warmup_steps} updates" in metrics["schedule_text"]
     losses = metrics["final_losses"]
     assert set(losses) == {"1t5", "1t7", "5t5", "reg", "loss"}
     assert losses["loss"] == pytest.approx(losses["1t5"] + losses["1t7"] + losses["5t5"] + losses["reg"], abs=1e-3)
@@ -67,6 +74,10 @@ def test_evaluation_notebook_on_the_training_run(training_run, tmp_path):
     assert supervised["steps"] == supervised["budget_steps"] == 16 and supervised["fraction"] == 1.0
     assert 0 <= supervised["test_acc"] <= 1
     assert metrics["probe_train_size"] == 256 and metrics["probe_test_size"] == 128
+    # The order stated in section 7 is the order of the measured linear-probe accuracies.
+    order = metrics["linear_order"]
+    assert sorted(order) == ["random_init", "raw_pixels", "trained"]
+    assert [metrics["accuracy"][n]["linear"] for n in order] == sorted((metrics["accuracy"][n]["linear"] for n in order), reverse=True)
     for name in ("trained", "random_init", "raw_pixels"):
         points = metrics["label_efficiency"][name]
         per_class = [p["per_class"] for p in points]
@@ -88,3 +99,22 @@ def test_training_notebook_loads_a_finished_run(training_run):
     assert again["seconds"] == first["seconds"], "the wall time of the run that trained is kept"
     assert again["final_losses"] == first["final_losses"]
     assert json.loads((out / "metrics.json").read_text())["trained_now"] is False
+
+
+def test_engineering_appendix_resumes_exactly_and_guards_its_folders(tmp_path):
+    notebook = nbformat.read(ENGINEERING, as_version=4)
+    (parameters,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert 'output_dir = "../../runs/demo/A2_engineering"' in parameters.source and "seed =" in parameters.source
+    assert all(not c.outputs and c.execution_count is None for c in notebook.cells if c.cell_type == "code")
+    m = run_notebook(ENGINEERING, tmp_path, preset="smoke")
+    sizes = workbook_sizes("A2", "smoke")
+    steps = sizes["train"]["train_size"] // sizes["train"]["batch_size"] * sizes["train"]["epochs"]
+    assert m["preset"] == "smoke" and m["steps"] == m["resumed_steps"] == steps
+    assert m["stopped_at"] == sizes["stop_at"] < steps
+    assert m["resumed_equals_uninterrupted"], "a resumed run ends with the weights of an uninterrupted one"
+    assert m["logged_steps"] == list(range(1, steps + 1)), "the resumed log holds each update once"
+    assert {"checkpoint.pt", "config.json", "metrics.jsonl"} <= set(m["run_files"])
+    assert "--resume" in m["refusals"]["neither resume nor overwrite"]
+    assert "different configuration" in m["refusals"]["resume with another learning rate"]
+    assert m["overwrite_seed"] == 1, "overwrite trained anew with the new configuration"
+    assert stderr_of(tmp_path / ENGINEERING.name) == [], "no warnings or stray output on stderr"
