@@ -368,7 +368,7 @@ def workbook_sizes(notebook: str, preset: str) -> dict:
 # fields: what each may hold, as (description, check).
 NOTEBOOK_PARAMETERS = {
     "output_dir": ("a folder path", lambda v: isinstance(v, str) and bool(v)),
-    "train_dir": ("a folder path", lambda v: isinstance(v, str) and bool(v)),
+    "train_dir": ("a run folder or a checkpoint file", lambda v: isinstance(v, str) and bool(v)),
     "cifar_dir": ("None or a folder path", lambda v: v is None or (isinstance(v, str) and bool(v))),
     "resume": ("True or False", lambda v: isinstance(v, bool)),
     "retrain": ("True or False", lambda v: isinstance(v, bool)),
