@@ -56,7 +56,7 @@ def load_checkpoint(path: str | Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path} is not a readable AMDIM workbook checkpoint (truncated, foreign or unsafe file; "
-                         f"only tensors and plain containers are loaded): {_load_failure(error)}") from None
+                         f"only tensors and plain containers are loaded): {load_failure(error)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not an AMDIM workbook checkpoint (expected a dict with format {FORMAT!r}, "
                          "as written by `python -m amdim_lib train`)")
@@ -65,7 +65,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def _load_failure(error: Exception) -> str:
+def load_failure(error: Exception) -> str:
     """What torch.load objected to, in one line. Its refusal of a pickled object comes with advice to
     load the file unsafely (which would run the object's code): only the object's name is kept."""
     text = str(error).strip()

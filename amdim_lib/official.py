@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from .build import build_encoder, encoder_from_checkpoint
+from .checkpoints import load_failure
 from .checkpoints import FORMAT
 from .encoder import Encoder
 from .presets import Config
@@ -73,10 +74,8 @@ def _read(path: Path):
         # Memory-mapped where the format allows (zip files), so that telling the kind reads little.
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(f"{path} could not be read as a checkpoint (truncated, foreign or unsafe file; only tensors "
-                         f"and plain containers are loaded): {type(error).__name__}: {first_line}. "
-                         f"Expected {_EXPECTED}") from None
+                         f"and plain containers are loaded): {load_failure(error)}. Expected {_EXPECTED}") from None
 
 
 def is_official_checkpoint(state) -> bool:

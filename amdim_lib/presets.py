@@ -115,7 +115,8 @@ class Config:
              f"policy={self.policy!r}; None (by image size) or one of {VIEW_POLICIES}")
         need(not (self.batch_views and self.policy in STRONG_POLICIES),
              f"policy={self.policy!r} has no batched form; set batch_views=False to use it")
-        need(bool(self.tasks) and set(self.tasks) <= set(TASKS), f"tasks={self.tasks}; a non-empty subset of {TASKS}")
+        need(bool(self.tasks) and all(isinstance(task, str) for task in self.tasks) and set(self.tasks) <= set(TASKS),
+             f"tasks={self.tasks}; a non-empty subset of {TASKS}")
         need(self.mixture_k >= 0 and (self.mixture_k == 0 or "1t7" in self.tasks),
              f"mixture_k={self.mixture_k}; 0 (off) or a number of components, with 1t7 in tasks (the mixture replaces it)")
         need(self.mixture_tau > 0 and self.mixture_hidden >= 0,

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-import amdim_lib.evaluate as evaluate_module
+import amdim_lib.__main__ as cli
 from amdim_lib.__main__ import main
 from amdim_lib.checkpoints import load_checkpoint, save_checkpoint
 from amdim_lib.presets import Config, get_config
@@ -43,7 +43,7 @@ def run(trained, tmp_path):
 def no_evaluation(monkeypatch):
     def evaluate_encoder(*args, **kwargs):
         raise Evaluated
-    monkeypatch.setattr(evaluate_module, "evaluate_encoder", evaluate_encoder)
+    monkeypatch.setattr(cli, "evaluate_encoder", evaluate_encoder)  # the name the command line calls
 
 
 def _eval_exit(*argv) -> str:

@@ -17,7 +17,7 @@ import torchvision.datasets.cifar as tv_cifar
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, STL10
 
-import amdim_lib.train as train_module
+import amdim_lib.probes as probes_module
 from amdim_lib import datasets
 from amdim_lib.__main__ import main
 from amdim_lib.checkpoints import save_checkpoint
@@ -241,7 +241,7 @@ def test_stl10_trains_on_unlabeled_but_probes_never_see_label_minus_one(tmp_path
     assert len(pairs) == 30 and n_classes == 10 and test_set[0][0].shape == (3, 64, 64)
 
     seen_labels, probe_targets = [], []
-    real_item, real_xent = ViewPair.__getitem__, train_module.F.cross_entropy
+    real_item, real_xent = ViewPair.__getitem__, probes_module.F.cross_entropy
 
     def item_spy(self, key):
         item = real_item(self, key)
@@ -253,7 +253,7 @@ def test_stl10_trains_on_unlabeled_but_probes_never_see_label_minus_one(tmp_path
         return real_xent(logits, target, *args, **kwargs)
 
     monkeypatch.setattr(ViewPair, "__getitem__", item_spy)  # (the smoke preset loads in this process)
-    monkeypatch.setattr(train_module.F, "cross_entropy", xent_spy)
+    monkeypatch.setattr(probes_module.F, "cross_entropy", xent_spy)
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["steps"] == 2 and np.isfinite(summary["last"]["loss"])
     labels = torch.tensor(seen_labels)
