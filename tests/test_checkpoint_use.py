@@ -80,7 +80,10 @@ def test_eval_refuses_an_output_that_is_a_file_before_evaluating(run, no_evaluat
 
 
 def test_ctrl_c_in_eval_ends_with_a_message_and_writes_nothing(run):
-    stand_in = ("import sys, time\nimport amdim_lib.evaluate as e\n"
+    # As in a terminal: a parent started in the background (CI) may have set SIGINT to be ignored, which
+    # the child would inherit.
+    stand_in = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                "import amdim_lib.evaluate as e\n"
                 "e.evaluate_encoder = lambda *a, **k: time.sleep(120)  # the evaluation, as long as it takes\n"
                 "from amdim_lib.__main__ import main\nsys.exit(main(sys.argv[1:]))\n")
     proc = subprocess.Popen([sys.executable, "-c", stand_in, "eval", "--checkpoint", str(run / "checkpoint.pt")],
