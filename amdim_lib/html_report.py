@@ -24,7 +24,7 @@ HIDDEN_TAGS = frozenset({"parameters", "injected-parameters", "scaffolding"})
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _REPORT_TAG = "report-html"  # the report's own cells (title, contents, section headings), passed through as HTML
-_TITLE = re.compile(r"^#\s+(?:\d+(?:\s*[·.:)–-]\s*|\s+))?(?P<title>.+?)\s*$")
+_TITLE = re.compile(r"^#\s+(?:A?\d+(?:\s*[·.:)–-]\s*|\s+))?(?P<title>.+?)\s*$")  # "01 ·", "4.", "A1 ·"
 _NUMBERED_HEADING = re.compile(r"^(?P<hashes>#{2,6})\s+(?P<number>\d+(?:\.\d+)*)\.?\s+(?P<text>.*)$")
 _LOCAL_IMAGE = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<path>(?![a-z]+:)[^)\s]+)\)")
 # Code spans are matched first so that a $ inside them is left alone; \$ is a literal dollar. Inline
@@ -126,7 +126,7 @@ class _Section:
     def __init__(self, stem: str, title: str, metadata: dict, cells: list):
         self.stem, self.title, self.metadata, self.cells = stem, title, metadata, cells
         prefix = stem.partition("_")[0]
-        self.number = str(int(prefix)) if prefix.isdigit() else stem
+        self.number = str(int(prefix)) if prefix.isdigit() else prefix  # appendices keep their letter: A1
         self.anchor = f"nb-{stem}"
 
     @classmethod

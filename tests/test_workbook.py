@@ -53,7 +53,8 @@ def test_run_notebook_passes_declared_parameters_and_reads_metrics(tmp_path):
 
 @pytest.mark.parametrize("heading, title", [("# 01 · Views of a shared context", "Views of a shared context"),
                                             ("# 4. Training AMDIM", "Training AMDIM"),
-                                            ("# 3D shapes", "3D shapes")])
+                                            ("# 3D shapes", "3D shapes"),
+                                            ("# A1 · Appendix: estimators", "Appendix: estimators")])
 def test_notebook_title_is_the_first_heading_without_its_number(tmp_path, heading, title):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell(f"{heading}\n\nText.\n\n# Later")]
