@@ -8,6 +8,7 @@ import torch
 
 import amdim_lib.memory as memory
 from amdim_lib.__main__ import main
+from cli_exit import exit_message
 from amdim_lib.build import build_encoder
 from amdim_lib.memory import check_fits, estimate_training_memory
 from amdim_lib.mixture import MixtureHead
@@ -16,13 +17,6 @@ from amdim_lib.probes import Probes
 from amdim_lib.train import Runtime, build_state, train_step
 
 SMOKE = ["--preset", "smoke", "--no-progress"]
-
-
-def _exit_message(argv) -> str:
-    with pytest.raises(SystemExit) as stopped:
-        main(argv)
-    assert stopped.value.code not in (0, None)
-    return str(stopped.value.code)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -55,13 +49,13 @@ def test_the_memory_estimate_counts_the_real_parameters_and_saved_activations(ch
 @pytest.mark.parametrize("sets", [["ndf=100000", "n_rkhs=400000"], ["mixture_k=1000000"], ["n_depth=100000"]])
 def test_sizes_that_cannot_fit_are_refused_at_once_with_the_estimate(tmp_path, sets):
     start = time.time()
-    message = _exit_message(["train", *SMOKE, *[a for s in sets for a in ("--set", s)], "--device", "cpu",
+    message = exit_message(["train", *SMOKE, *[a for s in sets for a in ("--set", s)], "--device", "cpu",
                              "--out", str(tmp_path / "run")])
     assert time.time() - start < 20
     assert "training this configuration needs at least" in message and "GiB" in message and "parameters" in message
     assert "lower batch_size, ndf, n_rkhs, n_depth or mixture_k" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
-    message = _exit_message(["bench", *SMOKE[:2], *[a for s in sets for a in ("--set", s)], "--device", "cpu"])
+    message = exit_message(["bench", *SMOKE[:2], *[a for s in sets for a in ("--set", s)], "--device", "cpu"])
     assert "needs at least" in message
 
 
@@ -89,7 +83,7 @@ def test_the_estimate_needs_no_memory_for_huge_modules():
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:abc", "gpu", "cuda:"])
 def test_an_unknown_device_is_a_configuration_error(device, tmp_path):
-    message = _exit_message(["train", *SMOKE, "--device", device, "--out", str(tmp_path / "run")])
+    message = exit_message(["train", *SMOKE, "--device", device, "--out", str(tmp_path / "run")])
     assert message == (f"error: invalid configuration: device={device!r}; choose auto, cpu, cuda, cuda:N "
                        "(N: a GPU index) or mps")
 
@@ -99,7 +93,7 @@ def test_an_unknown_device_is_a_configuration_error(device, tmp_path):
 def test_a_device_this_machine_lacks_is_named(monkeypatch, tmp_path, device, name, command):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    message = _exit_message([command, *SMOKE[:2], "--device", device]
+    message = exit_message([command, *SMOKE[:2], "--device", device]
                             + (["--out", str(tmp_path / "run")] if command != "bench" else []))
     assert f"device {device!r} requested but {name} is not available" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
@@ -118,7 +112,7 @@ def test_a_device_this_machine_lacks_is_named(monkeypatch, tmp_path, device, nam
     ("seed=-1", "seed=-1; an integer in [0, 2**32)"),
 ])
 def test_values_that_would_compute_nonsense_are_refused(setting, expected):
-    message = _exit_message(["train", "--preset", "smoke", "--set", setting, "--print-config"])
+    message = exit_message(["train", "--preset", "smoke", "--set", setting, "--print-config"])
     assert message.startswith("error: invalid configuration: ") and expected in message
 
 
@@ -127,7 +121,7 @@ def test_values_that_would_compute_nonsense_are_refused(setting, expected):
     (["--batch-size", "1"], "error: invalid configuration: batch_size=1; NCE needs other images"),
 ])
 def test_bench_checks_its_batch_size(argv, expected):
-    assert _exit_message(["bench", "--preset", "smoke", *argv]).startswith(expected)
+    assert exit_message(["bench", "--preset", "smoke", *argv]).startswith(expected)
 
 
 @pytest.mark.parametrize("argv", [["--steps", "0"], ["--steps", "-2"], ["--data-steps", "0"], ["--steps", "x"]])
@@ -145,7 +139,7 @@ def test_bench_checks_its_counts(argv, capsys):
 def test_notebook_parameters_get_the_command_lines_messages(name, value, cli):
     with pytest.raises(ValueError) as raised:
         check_notebook_parameters(preset="smoke", **{name: value})
-    assert f"error: {raised.value}" == _exit_message(["train", "--preset", "smoke", "--set", cli, "--print-config"])
+    assert f"error: {raised.value}" == exit_message(["train", "--preset", "smoke", "--set", cli, "--print-config"])
 
 
 @pytest.mark.parametrize("parameters,expected", [

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amdim_lib.__main__ import main
+from cli_exit import exit_message
 from amdim_lib.datasets import UnreadableImageError, build_dataset
 
 
@@ -40,13 +40,6 @@ def _tree(root: Path, classes: dict, n: int = 2, size: int = 32):
                 (root / split / name / f"{i}.png").write_bytes(_png(size, 40 * c + i))
 
 
-def _exit_message(argv) -> str:
-    with pytest.raises(SystemExit) as stopped:
-        main(argv)
-    assert stopped.value.code not in (0, None)
-    return str(stopped.value.code)
-
-
 def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
     _tree(tmp_path, {"train": ["cat", "dog"], "test": ["cat", "dog"]})
     for hidden in (tmp_path / "train" / ".ipynb_checkpoints", tmp_path / "train" / "cat" / ".ipynb_checkpoints"):
@@ -67,7 +60,7 @@ def test_splits_with_different_classes_are_refused_with_the_difference(tmp_path)
         with pytest.raises(ValueError, match=r"only in train/: dog; only in test/: wolf"):
             build_dataset("folder", split, data_dir=tmp_path)
     out = tmp_path / "run"
-    message = _exit_message(["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--preset", "smoke",
+    message = exit_message(["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--preset", "smoke",
                              "--no-progress", "--set", "batch_size=2", "--out", str(out)])
     assert f"class folders of {tmp_path / 'train'} and {tmp_path / 'test'} differ" in message
     assert "only in train/: dog; only in test/: wolf" in message and "\n" not in message
@@ -91,7 +84,7 @@ def test_a_bad_image_in_a_loader_worker_is_named_in_one_line(tmp_path):
     _tree(tmp_path, {"train": ["a", "b"], "test": ["a", "b"]}, n=4)
     broken = tmp_path / "train" / "b" / "2.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    message = _exit_message(["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--preset", "smoke",
+    message = exit_message(["train", "--dataset", "folder", "--data-dir", str(tmp_path), "--preset", "smoke",
                              "--no-progress", "--set", "batch_size=4", "--set", "num_workers=1",
                              "--out", str(tmp_path / "run")])
     assert message.startswith(f"error: cannot read image {broken} (UnidentifiedImageError")

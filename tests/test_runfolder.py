@@ -16,6 +16,7 @@ import torch
 import amdim_lib.checkpoints as checkpoints
 import amdim_lib.train as train_module
 from amdim_lib.__main__ import main
+from cli_exit import exit_message
 from amdim_lib.checkpoints import load_checkpoint, read_metrics, save_run_checkpoint
 from amdim_lib.presets import get_config
 from amdim_lib.runfolder import LOCK, RunFolderError
@@ -34,13 +35,6 @@ def tiny():
 def _snapshot(folder):
     """Every file of a folder and its bytes (what must survive a refused command)."""
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _exit_message(argv) -> str:
-    with pytest.raises(SystemExit) as stopped:
-        main(argv)
-    assert stopped.value.code not in (0, None)
-    return str(stopped.value.code)
 
 
 # ----------------------------------------------------------------------------- one run per folder
@@ -110,7 +104,7 @@ def test_a_rerun_without_resume_is_refused_and_destroys_nothing(tiny, tmp_path):
     assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0
     (out / "eval.json").write_text("{}")
     before = _snapshot(out)
-    message = _exit_message(["train", *TINY_ARGS, "--set", "lr=1e-3", "--out", str(out)])
+    message = exit_message(["train", *TINY_ARGS, "--set", "lr=1e-3", "--out", str(out)])
     assert str(out) in message and "already holds a training run" in message
     assert "--resume" in message and "--overwrite" in message and "\n" not in message
     assert _snapshot(out) == before
@@ -172,7 +166,7 @@ def test_a_torn_or_damaged_log_through_the_command_line(tiny, tmp_path, capsys):
     lines = (damaged / "metrics.jsonl").read_text().splitlines()
     (damaged / "metrics.jsonl").write_text("\n".join([lines[0], '{"kind": "train", "step": "2"}', *lines[1:]]) + "\n")
     before = _snapshot(damaged)
-    message = _exit_message(["train", *TINY_ARGS, "--out", str(damaged), "--resume"])
+    message = exit_message(["train", *TINY_ARGS, "--out", str(damaged), "--resume"])
     assert f"{damaged / 'metrics.jsonl'}, line 2, is not a metrics record" in message and "move it away" in message
     assert _snapshot(damaged) == before
     capsys.readouterr()
@@ -189,7 +183,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_first(tmp_path, monk
         (tmp_path / "ro").mkdir()
         real_access = os.access
         monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path / "ro") else real_access(p, mode))
-    message = _exit_message(["train", *TINY_ARGS, "--out", str(out)])
+    message = exit_message(["train", *TINY_ARGS, "--out", str(out)])
     expected = {"file": f"{out} is a file, not a folder", "below a file": f"{tmp_path / 'a_file'} is a file",
                 "read-only": f"{tmp_path / 'ro'} is read-only"}[case]
     assert expected in message and "--out" in message and "\n" not in message
@@ -207,7 +201,7 @@ def test_a_full_disk_stops_with_the_intact_checkpoint_named_and_resumes(tmp_path
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
     monkeypatch.setattr(checkpoints.torch, "save", disk_full_at_the_third)
-    message = _exit_message(["train", *TINY_ARGS, "--out", str(out)])
+    message = exit_message(["train", *TINY_ARGS, "--out", str(out)])
     assert f"could not write {out / 'checkpoint.pt'} (No space left on device)" in message
     assert f"the last checkpoint is {out / 'checkpoint.pt'} (step 2)" in message and "--resume" in message
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
