@@ -346,6 +346,9 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
     },
     # A2 engineering: one short run trained twice, straight through and interrupted then resumed (a base
     # preset plus overrides), stopped after `stop_at` updates, mid-epoch.
+    # 02 bounds and appendix A1: critic updates per MI level of the staircase (equal phases, one per level).
+    "02": {"smoke": dict(steps_per_level=60), "demo": dict(steps_per_level=500), "paper": dict(steps_per_level=4000)},
+    "A1": {"smoke": dict(steps_per_level=30), "demo": dict(steps_per_level=200), "paper": dict(steps_per_level=4000)},
     "A2": {
         "smoke": dict(train=dict(base="smoke", train_size=64, test_size=32, batch_size=16, epochs=2), stop_at=3),
         "demo": dict(train=dict(base="smoke", train_size=256, test_size=64, batch_size=32, epochs=2), stop_at=11),
