@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .bench import bench_data, bench_end_to_end, bench_training, over_epochs
 from .build import autocast_dtype, select_device
-from .checkpoints import atomic_write, non_finite_entries, save_json, unusable_checkpoint
+from .checkpoints import atomic_write, non_finite_entries, save_json
 from .datasets import fetch
 from .evaluate import evaluate_encoder, results_table
 from .memory import check_fits
@@ -129,12 +129,8 @@ def _encoder_or_exit(path: Path):
     it can be unusable (unreadable, entries missing, weights of other shapes, non-finite weights)."""
     try:
         encoder, config = load_encoder(path)  # this project's run checkpoints and the official code's
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # each names the file
         raise SystemExit(f"error: {error}") from None
-    except ValueError as error:  # load_checkpoint's name the file; the configuration's do not
-        raise SystemExit(f"error: {error if str(path) in str(error) else unusable_checkpoint(path, error)}") from None
-    except (KeyError, TypeError, AttributeError, RuntimeError) as error:
-        raise SystemExit(f"error: {unusable_checkpoint(path, error)}") from None
     bad = non_finite_entries(encoder.state_dict())
     if bad:
         raise SystemExit(f"error: {path} holds non-finite weights ({', '.join(bad[:3])}); its features would be "

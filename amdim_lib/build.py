@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .batched_views import BatchedViews
-from .checkpoints import load_checkpoint
+from .checkpoints import load_checkpoint, unusable_checkpoint
 from .datasets import build_dataset, num_classes, self_supervised_split
 from .encoder import Encoder
 from .presets import Config
@@ -46,11 +46,15 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
-    """The trained encoder (in eval mode, on the CPU) and the configuration it was trained with."""
+    """The trained encoder (in eval mode, on the CPU) and the configuration it was trained with; a
+    checkpoint whose contents do not fit is one ValueError naming it (for every caller, not only the CLI)."""
     state = load_checkpoint(path)
-    config = Config.from_dict(state["config"])
-    encoder = build_encoder(config)
-    encoder.load_state_dict(state["encoder"])
+    try:
+        config = Config.from_dict(state["config"])
+        encoder = build_encoder(config)
+        encoder.load_state_dict(state["encoder"])
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as error:
+        raise unusable_checkpoint(path, error) from None
     return encoder.eval(), config
 
 

@@ -196,3 +196,15 @@ def test_fuzz_checkpoints_through_eval_and_resume(trained, tmp_path, no_evaluati
             _resumes_or_names_it(config, folder)
     assert base["step"] == 4 and time.time() - start < 60
     capsys.readouterr()
+
+
+def test_the_library_loader_names_a_checkpoint_whose_contents_do_not_fit(run):
+    # Sweeps and notebooks load encoders without the command line: they get the same one-line error.
+    from amdim_lib.build import encoder_from_checkpoint
+
+    for change, expected in ((lambda s: s.pop("config"), "it has no 'config' entry"),
+                             (lambda s: s["encoder"].pop("head5.conv1.weight"), "its weights do not fit")):
+        path = _edited(run, change)
+        with pytest.raises(ValueError, match="cannot be used") as refused:
+            encoder_from_checkpoint(path)
+        assert path in str(refused.value) and expected in str(refused.value) and "\n" not in str(refused.value)
