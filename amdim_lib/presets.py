@@ -154,6 +154,11 @@ class Config:
         """The values that decide what a run computes: everything but `EXECUTION_KEYS`."""
         return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
 
+    def changes_to(self, other: "Config") -> str:
+        """What `other` computes differently, as 'key old -> new, ...' (empty when nothing does)."""
+        mine, theirs = self.outcome(), other.outcome()
+        return ", ".join(f"{key} {mine[key]!r} -> {theirs[key]!r}" for key in theirs if mine[key] != theirs[key])
+
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 

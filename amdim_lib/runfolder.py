@@ -137,9 +137,8 @@ def _check_same_run(folder: Path, config: Config) -> None:
         recorded = Config.from_dict(saved)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path} does not hold a valid configuration ({error}); choose another --out") from None
-    if recorded.outcome() != config.outcome():
-        changed = ", ".join(f"{key} {value!r} -> {config.outcome()[key]!r}" for key, value in recorded.outcome().items()
-                            if config.outcome()[key] != value)
+    changed = recorded.changes_to(config)
+    if changed:
         raise ValueError(f"{folder} holds a run of a different configuration ({changed}); resume with the same "
                              "settings, replace it with --overwrite (overwrite=True), or choose another --out")
 

@@ -111,9 +111,8 @@ def load_or_train(run_dir: str | Path, config: Config, steps: int | None = None,
     run_config, budget = budget_config(config, steps)
     state = latest_run_checkpoint(run_dir)
     if state is not None:
-        saved, wanted = Config.from_dict(state["config"]).outcome(), run_config.outcome()
-        if saved != wanted:
-            changed = ", ".join(f"{key} {saved[key]!r} -> {wanted[key]!r}" for key in wanted if saved[key] != wanted[key])
+        changed = Config.from_dict(state["config"]).changes_to(run_config)
+        if changed:
             raise ValueError(f"{run_dir} holds a run of a different configuration ({changed}); choose another "
                              "folder, or delete this one to train again (notebook 07: retrain=True)")
         if state["step"] == budget:
