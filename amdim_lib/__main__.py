@@ -10,7 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from .bench import bench_data, bench_end_to_end, bench_training, over_epochs
+from .bench import (bench_against_official, bench_data, bench_end_to_end, bench_training, machine_summary, over_epochs,
+                    profile_step)
 from .build import autocast_dtype, select_device
 from .checkpoints import atomic_write, non_finite_entries, save_json
 from .datasets import fetch
@@ -201,6 +202,8 @@ def cmd_bench(args) -> dict:
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     result.update(amp=config.amp, compile=config.compile, channels_last=config.channels_last)
+    result["machine"] = machine_summary(device)
+    print(f"on {result['machine']}")
     print(f"{args.preset} preset, {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, "
           f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']} (amp {config.amp}, "
           f"channels_last {config.channels_last}, compile {config.compile}):")
@@ -239,9 +242,39 @@ def cmd_bench(args) -> dict:
               f"s/step against {first['synthetic_seconds_per_step']:.3f} ({100 * loss['first_epoch']:.1f}% lost to data loading), "
               f"later epochs {later['seconds_per_step']:.3f} against {later['synthetic_seconds_per_step']:.3f} "
               f"({100 * loss['later_epochs']:.1f}%); over this configuration's {config.epochs} epochs {100 * over_run:.1f}%")
+    if args.profile:
+        result["profile"] = _print_profile(config, args.steps)
+    if args.compare_official:
+        result["official"] = _print_official_comparison(config, args.compare_official)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result
+
+
+def _print_profile(config, steps: int) -> dict:
+    try:
+        profile = profile_step(config, steps=max(steps // 2, 3))
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    phases, step = profile["phases"], profile["seconds_per_step"]
+    print(f"  where a step goes (median of phased steps, the device synchronised around each phase; "
+          f"the plain step {1e3 * step:.1f} ms, its phases together {1e3 * profile['phased_seconds_per_step']:.1f} ms):")
+    for phase, seconds in phases.items():
+        note = " (the data pipeline, per batch; not part of the steps above)" if phase == "views" else ""
+        print(f"    {phase:<17} {1e3 * seconds:8.1f} ms  {100 * seconds / step:5.1f}%{note}")
+    return profile
+
+
+def _print_official_comparison(config, official_dir: str) -> dict:
+    try:
+        compared = bench_against_official(config, official_dir)
+    except (FileNotFoundError, ImportError) as error:
+        raise SystemExit(f"error: {error}") from None
+    ours, theirs = compared["seconds_per_step"], compared["official_seconds_per_step"]
+    print(f"  against the official code in {official_dir} (same sizes, batch and inputs; {len(ours)} alternating "
+          f"rounds): official {min(theirs):.3f}-{max(theirs):.3f} s/step, this library {min(ours):.3f}-{max(ours):.3f} "
+          f"s/step: {compared['speedup']:.2f}x the official step rate (ratio of medians)")
+    return compared
 
 
 def cmd_sweep(args) -> dict:
@@ -342,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps per epoch of the end-to-end measurement, over that many batches of images "
                         "(default 10; the preset's whole epoch, e.g. 93 for the demo, is the closest to a real run)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (e.g. with --set compile=True)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time each phase of a step: views, encoder forward/backward, NCE terms, probes, optimiser")
+    p.add_argument("--compare-official", metavar="PATH",
+                   help="also time the official code's step (a local copy of github.com/Philip-Bachman/amdim-public "
+                        "in PATH) alternately with ours at the same configuration and print the ratio")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
 

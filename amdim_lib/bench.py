@@ -5,17 +5,49 @@ Throughput counts images as the encoder sees them: both views of every item (2 x
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import platform
 import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .presets import Config
-from .build import autocast_dtype, build_data, select_device
-from .train import Runtime, build_state, epoch_loader, train_step
+from .build import autocast, autocast_dtype, build_data, select_device
+from .objectives import amdim_loss
+from .official_code import OfficialStep, import_official, official_shims
+from .probes import probe_loss
+from .train import Runtime, TrainState, build_state, epoch_loader, train_step
+
+
+def machine_summary(device: torch.device) -> str:
+    """What the figures were measured on: the device, the vector ISA PyTorch's kernels use and the
+    limits set on it in the environment (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS
+    emulate an older CPU), and the threads."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, PyTorch {torch.__version__}"
+    limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
+    return (f"{_cpu_name()} CPU, {torch.backends.cpu.get_cpu_capability()} kernels"
+            f"{' (' + ', '.join(limits) + ')' if limits else ''}, {torch.get_num_threads()} threads, "
+            f"PyTorch {torch.__version__}")
+
+
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else (platform.processor() or platform.machine())
+
+
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -26,25 +58,31 @@ def _peak_memory_mib(device: torch.device) -> float:
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, repeats: int = 10) -> float:
-    """FLOP/s of a large square matmul: the practical peak that the training step is compared with.
-    (n: 2048 on a CPU; 8192 on a GPU, where smaller products do not fill the device.)"""
+    """FLOP/s of a large square matrix product: the practical peak that the training step is compared with.
+    (n: 2048 on a CPU; 8192 on a GPU, where smaller products do not fill the device.) On a CPU, the
+    faster of `torch.mm` (MKL, which on some CPUs runs an older ISA's code) and the same product as a
+    1x1 convolution (oneDNN, the library that runs the encoder's convolutions)."""
     n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    products = [lambda: a @ b]
+    if device.type == "cpu":
+        x = a.view(1, n, n // 32, 32).contiguous(memory_format=torch.channels_last)
+        w = b.view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
+        products.append(lambda: torch.nn.functional.conv2d(x, w))
     # cuDNN runs float32 convolutions on TF32 tensor cores by default: compare with a TF32 matmul then.
     tf32 = device.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32
     previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = previous or tf32
+
+    def rate(product) -> float:
+        for _ in range(2):  # warm-up: first calls choose kernels and allocate
+            product()
+        return 2 * n**3 * repeats / _seconds(device, lambda: [product() for _ in range(repeats)])
     try:
-        for _ in range(2):
-            a @ b
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        _sync(device)
+        with torch.no_grad():
+            return max(rate(product) for product in products)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def _sync(device: torch.device) -> None:
@@ -52,17 +90,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _training_setup(config: Config):
+def _training_state(config: Config) -> tuple[TrainState, Runtime]:
     device = select_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
-    state = build_state(config, 10, device, steps_per_epoch=1)
-    runtime = Runtime(device, autocast_dtype(config.amp, device))
+    return build_state(config, 10, device, steps_per_epoch=1), Runtime(device, autocast_dtype(config.amp, device))
+
+
+def _training_setup(config: Config):
+    state, runtime = _training_state(config)
 
     def step(x1, x2, y):
         train_step(state, x1, x2, y, config, runtime)
-    return device, step
+    return runtime.device, step
 
 
 def _synthetic_batch(config: Config):
@@ -173,3 +214,108 @@ def bench_data(config: Config, batches: int = 10) -> dict:
         rates.append(2 * config.batch_size * (batches - 1) / max(time.perf_counter() - start, 1e-9))
     return {"num_workers": config.num_workers, "batch_views": config.batch_views,
             "images_per_s": rates[0], "later_images_per_s": rates[1]}
+
+
+# ----------------------------------------------------------------------------- where a step goes
+
+PHASES = ("views", "encoder forward", "NCE forward", "probes forward", "NCE backward", "probes backward",
+          "encoder backward", "optimiser")
+
+
+def _phased_step(state: TrainState, x1, x2, y, config: Config, runtime: Runtime, clock) -> dict:
+    """One update of `train_step` cut into phases, each timed by `clock(phase, work)`; the backward
+    pass is split at the features (the NCE terms' gradients first, then the encoder's). Returns the
+    AMDIM losses, which equal the plain step's."""
+    model, device = state.model, runtime.device
+    x1, x2, y = x1.to(device), x2.to(device), y.to(device)
+    with autocast(device, runtime.dtype):
+        both, f1, f2 = clock("encoder forward", lambda: model.encode(x1, x2))
+        losses = clock("NCE forward", lambda: amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks,
+                                                         generator=state.nce_rng))
+        logits = clock("probes forward", lambda: model.probes(both.r1.detach().flatten(1).float()))
+    probes_total = clock("probes forward", lambda: sum(probe_loss(out, torch.cat([y, y])) for out in logits.values()))
+    state.optimizer.zero_grad(set_to_none=True)
+    features = list(both)
+    grads = clock("NCE backward", lambda: torch.autograd.grad(losses["loss"], features, allow_unused=True))
+    clock("probes backward", lambda: probes_total.backward())
+    used = [(f, g) for f, g in zip(features, grads) if g is not None]
+    clock("encoder backward", lambda: torch.autograd.backward([f for f, _ in used], [g for _, g in used]))
+
+    def update():
+        params = [p for group in state.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        state.optimizer.step()
+        state.scheduler.step()
+    clock("optimiser", update)
+    return losses
+
+
+def _views_seconds(config: Config, device: torch.device, batches: int) -> float:
+    """Seconds to get one batch of two views from the training pipeline once its images have been read."""
+    pairs, _, _ = build_data(config.replace(train_size=config.batch_size * batches))
+    sampler, loader = epoch_loader(pairs, config, device)
+    for _ in loader:  # a first epoch reads every image
+        pass
+    sampler.set_epoch(1)
+    iterator = iter(loader)
+    return _seconds(device, lambda: [pairs.views_on(batch, device) for batch in iterator]) / len(loader)
+
+
+def profile_step(config: Config, steps: int = 5, warmup: int = 2, view_batches: int = 4) -> dict:
+    """Where a training step's time goes on this machine: seconds per step in each of `PHASES`
+    (median over `steps` phased steps on synthetic inputs, each phase timed with the device
+    synchronised at both ends), the plain step timed in the same run, and the views' time per batch
+    from the configured data pipeline. The plain step overlaps nothing on a CPU, so there the
+    phases add up to it within the timing noise."""
+    if config.mixture_k:
+        raise ValueError(f"the profile times the plain objective; drop mixture_k={config.mixture_k} (--set mixture_k=0)")
+    state, runtime = _training_state(config)
+    device = runtime.device
+    batch = _synthetic_batch(config)
+    times: dict[str, list[float]] = {}
+
+    def clock(phase, work):
+        _sync(device)
+        start = time.perf_counter()
+        out = work()
+        _sync(device)
+        times.setdefault(phase, []).append(time.perf_counter() - start)
+        return out
+    for _ in range(warmup):
+        train_step(state, *batch, config, runtime)
+    plain, phased = [], []
+    for _ in range(steps):  # alternate, so that a drifting machine speed affects both alike
+        plain.append(_seconds(device, lambda: train_step(state, *batch, config, runtime)))
+        before = sum(map(sum, times.values()))
+        _phased_step(state, *batch, config, runtime, clock)
+        phased.append(sum(map(sum, times.values())) - before)
+    per_step = {phase: sum(times[phase]) / steps for phase in PHASES[1:]}
+    per_step = {"views": _views_seconds(config, device, view_batches), **per_step}
+    return {"device": str(device), "batch_size": config.batch_size, "phases": per_step,
+            "phased_seconds_per_step": statistics.median(phased), "seconds_per_step": statistics.median(plain)}
+
+
+# ----------------------------------------------------------------------------- against the official code
+
+def bench_against_official(config: Config, official_dir, rounds: int = 5, steps: int = 3, warmup: int = 2) -> dict:
+    """The official code's training step and ours at the same sizes and batch, timed alternately in
+    this process on the same synthetic inputs: `rounds` rounds of `steps` steps each, after `warmup`
+    untimed steps of both. Returns each side's seconds per step per round and the ratio of medians
+    (official / ours: above 1 means this library's step is faster)."""
+    state, runtime = _training_state(config)
+    device = runtime.device
+    batch = _synthetic_batch(config)
+    ours = lambda: train_step(state, *batch, config, runtime)  # noqa: E731
+    with official_shims(cpu=device.type == "cpu"):
+        with contextlib.redirect_stdout(io.StringIO()):  # (the official model prints its encoder's size)
+            theirs = OfficialStep(*import_official(official_dir), config, device)
+        official = lambda: theirs(*batch)  # noqa: E731
+        for _ in range(warmup):
+            ours(), official()
+        rounds_ours, rounds_official = [], []
+        for _ in range(rounds):
+            rounds_ours.append(_seconds(device, lambda: [ours() for _ in range(steps)]) / steps)
+            rounds_official.append(_seconds(device, lambda: [official() for _ in range(steps)]) / steps)
+    ratio = statistics.median(rounds_official) / statistics.median(rounds_ours)
+    return {"device": str(device), "batch_size": config.batch_size, "seconds_per_step": rounds_ours,
+            "official_seconds_per_step": rounds_official, "speedup": ratio}

@@ -62,16 +62,19 @@ class AMDIM(nn.Module):
         its own statistics (as the official code's two separate passes do), else both views together.
         The head runs here, inside the forward that DDP wraps, so that its gradients are synchronised
         like the encoder's."""
+        both, f1, f2 = self.encode(x1, x2)
+        components = None if self.mixture is None else (self.mixture(f1.r1), self.mixture(f2.r1))
+        return f1, f2, self.probes(both.r1.detach().flatten(1).float()), components
+
+    def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[Features, Features, Features]:
+        """Features of both views from one encoder pass: (both stacked, view 1's, view 2's)."""
         x = torch.cat([x1, x2])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with views_in_batch(self.encoder, 2 if self.bn_per_view else 1):
             both = self.encoder(x)
         batch = len(x1)
-        f1 = Features(*(t[:batch] for t in both))
-        f2 = Features(*(t[batch:] for t in both))
-        components = None if self.mixture is None else (self.mixture(f1.r1), self.mixture(f2.r1))
-        return f1, f2, self.probes(both.r1.detach().flatten(1).float()), components
+        return both, Features(*(t[:batch] for t in both)), Features(*(t[batch:] for t in both))
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -6,13 +6,8 @@ OFFICIAL_DIR is a local copy of the official code (github.com/Philip-Bachman/amd
 against commit 8754ae1); only its model.py, costs.py, utils.py and mixed_precision.py are imported.
 The tests never need it: they read the files this script writes.
 
-The official code targets PyTorch 1.x on CUDA with NVIDIA apex. It runs unmodified on a CPU with
-current PyTorch under these shims, active only while it runs (`official_shims`):
-- `apex` is an empty stand-in module (mixed precision stays off, so nothing of it is used);
-- `Tensor.cuda()` returns the tensor itself (the loss moves its mask with `.cuda()`);
-- `torch.cuda.device_count()` is at least 1 (the loss replicates its targets once per GPU);
-- `torch.masked_select` and `Tensor.masked_fill_` take the uint8 masks the code builds as bool
-  (PyTorch no longer accepts uint8 masks).
+The official code targets PyTorch 1.x on CUDA with NVIDIA apex; it runs unmodified on a CPU with
+current PyTorch under the shims of `amdim_lib.official_code` (active only while it runs).
 
 What it writes (about 2 MB):
 - `<case>.pth` per small model (`CASES`: 32 px with use_bn off and on, 128 px with use_bn on): the
@@ -33,13 +28,12 @@ What it writes (about 2 MB):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
-import types
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from amdim_lib.official_code import import_official, official_shims
 
 ROOT = Path(__file__).resolve().parents[1]
 # name: the official Model's arguments (n_classes 10 for the probes it carries). Widths are tiny so
@@ -57,43 +51,6 @@ PIXELS_TO_INPUTS = (127.5, 64.0)
 LOSS_BATCH = 6     # images per view for the loss reference
 LOSS_RKHS = 32
 LOSS_SEED = 1234   # the global RNG seed just before the official loss draws its 5x5 locations
-
-
-def _bool_masks(function):
-    return lambda x, mask, *args, **kwargs: function(x, mask.bool() if mask.dtype == torch.uint8 else mask,
-                                                     *args, **kwargs)
-
-
-@contextlib.contextmanager
-def official_shims():
-    """Let the 2019 official code run on a CPU with current PyTorch (see the module docstring)."""
-    apex = types.ModuleType("apex")
-    apex.fp16_utils = types.ModuleType("apex.fp16_utils")
-    apex.fp16_utils.FP16_Optimizer = type("FP16_Optimizer", (), {})
-    saved = {"cuda": torch.Tensor.cuda, "masked_fill_": torch.Tensor.masked_fill_,
-             "device_count": torch.cuda.device_count, "masked_select": torch.masked_select}
-    sys.modules.update({"apex": apex, "apex.fp16_utils": apex.fp16_utils})
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
-    torch.Tensor.masked_fill_ = _bool_masks(saved["masked_fill_"])
-    torch.cuda.device_count = lambda: max(1, saved["device_count"]())
-    torch.masked_select = _bool_masks(saved["masked_select"])
-    try:
-        yield
-    finally:
-        torch.Tensor.cuda, torch.Tensor.masked_fill_ = saved["cuda"], saved["masked_fill_"]
-        torch.cuda.device_count, torch.masked_select = saved["device_count"], saved["masked_select"]
-        for name in ("apex", "apex.fp16_utils"):
-            sys.modules.pop(name, None)
-
-
-def import_official(official_dir: Path):
-    """The official `model` and `costs` modules, imported from `official_dir`."""
-    if not (official_dir / "model.py").is_file() or not (official_dir / "costs.py").is_file():
-        raise SystemExit(f"{official_dir} has no model.py and costs.py: give the folder of the official code")
-    sys.path.insert(0, str(official_dir))
-    import costs
-    import model
-    return model, costs
 
 
 def _randomise_batch_norms(module: nn.Module, generator: torch.Generator) -> None:
@@ -193,7 +150,10 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with official_shims():
-        model_module, costs_module = import_official(args.official_dir.resolve())
+        try:
+            model_module, costs_module = import_official(args.official_dir)
+        except FileNotFoundError as error:
+            raise SystemExit(f"error: {error}") from None
         pixels = {size: fixed_pixels(size) for size in sorted({case["encoder_size"] for case in CASES.values()})}
         reference = {"pixels": pixels, "pixels_to_inputs": PIXELS_TO_INPUTS, "cases": {},
                      "loss": make_loss_reference(costs_module), "probe_loss": make_probe_loss_reference(costs_module)}

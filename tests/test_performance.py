@@ -6,12 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from amdim_lib.bench import bench_end_to_end
+from amdim_lib.__main__ import main
+from amdim_lib.bench import PHASES, _phased_step, bench_against_official, bench_end_to_end, profile_step
 from amdim_lib.checkpoints import load_checkpoint
 from amdim_lib.presets import get_config
 from amdim_lib.train import Runtime, build_state, train, train_step
+
+from cli_exit import exit_message
 
 
 def _one_step(config):
@@ -71,3 +75,90 @@ def test_torchrun_with_one_process_takes_the_ddp_path(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})  # (also uninstalled)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["True", "1"]
+
+
+def _fresh_state(config):
+    torch.manual_seed(0)
+    state = build_state(config, 10, torch.device("cpu"), 1)
+    state.nce_rng = torch.Generator().manual_seed(2)
+    return state
+
+
+def test_profiled_phases_make_up_the_plain_step():
+    # The profile cuts the step where `train_step` does not (the backward at the features); it must
+    # still compute the same losses and gradients, or its shares describe another step.
+    config = get_config("shapes", "smoke", warmup_steps=0, probe_dropout=0.0)
+    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 10
+    plain_state, phased_state = _fresh_state(config), _fresh_state(config)
+    plain, _, _ = train_step(plain_state, x1, x2, y, config, Runtime(torch.device("cpu")))
+    seen = []
+    phased = _phased_step(phased_state, x1, x2, y, config, Runtime(torch.device("cpu")),
+                          lambda phase, work: seen.append(phase) or work())
+    assert set(seen) == set(PHASES) - {"views"}
+    for key in plain:
+        assert torch.allclose(plain[key], phased[key], atol=1e-6), key
+    for module in ("encoder", "probes"):
+        a = torch.cat([p.grad.flatten() for p in getattr(plain_state, module).parameters()])
+        b = torch.cat([p.grad.flatten() for p in getattr(phased_state, module).parameters()])
+        assert (a - b).norm() <= 1e-5 * a.norm(), module
+
+
+def test_profile_reports_every_phase():
+    profile = profile_step(get_config("shapes", "smoke"), steps=1, warmup=1, view_batches=2)
+    assert list(profile["phases"]) == list(PHASES)
+    assert all(seconds > 0 for seconds in profile["phases"].values())
+    assert profile["seconds_per_step"] > 0 and profile["phased_seconds_per_step"] > 0
+    with pytest.raises(ValueError, match="mixture_k"):
+        profile_step(get_config("shapes", "smoke", mixture_k=2), steps=1, warmup=0)
+
+
+# A stand-in for the official code with its interface (Model(...), info_modules, class_modules,
+# forward(x1, x2, class_only) -> {g2l_*, lgt_reg, class}, costs.loss_xent): the real one is never shipped.
+FAKE_OFFICIAL = {
+    "model.py": '''
+import torch
+from torch import nn
+
+class Model(nn.Module):
+    def __init__(self, ndf, n_classes, n_rkhs, tclip=20., n_depth=3, encoder_size=32, use_bn=False):
+        super().__init__()
+        self.encoder = nn.Conv2d(3, n_rkhs, encoder_size)
+        self.evaluator = nn.Linear(n_rkhs, n_classes)
+        self.info_modules, self.class_modules = [self.encoder], [self.evaluator]
+
+    def forward(self, x1, x2, class_only=False):
+        r1 = self.encoder(torch.cat([x1, x2])).flatten(1)
+        logits = self.evaluator(r1.detach())
+        zero = 0 * r1.sum()
+        return {"g2l_1t5": r1.square().mean(), "g2l_1t7": zero, "g2l_5t5": zero, "lgt_reg": zero,
+                "class": [logits, logits]}
+''',
+    "costs.py": "import torch.nn.functional as F\n\ndef loss_xent(logits, labels):\n    return F.cross_entropy(logits, labels)\n",
+}
+
+
+def test_official_step_is_timed_against_ours(tmp_path, capsys):
+    for name, text in FAKE_OFFICIAL.items():
+        (tmp_path / name).write_text(text)
+    compared = bench_against_official(get_config("shapes", "smoke"), tmp_path, rounds=2, steps=1, warmup=1)
+    assert len(compared["seconds_per_step"]) == len(compared["official_seconds_per_step"]) == 2
+    assert compared["speedup"] > 0
+    assert "model" not in sys.modules  # the official module names are not left behind
+    main(["bench", "--preset", "smoke", "--batch-size", "8", "--steps", "2", "--no-data", "--no-flops",
+          "--compare-official", str(tmp_path)])
+    assert "the official step rate" in capsys.readouterr().out
+    message = exit_message(["bench", "--preset", "smoke", "--no-data", "--no-flops", "--compare-official",
+                            str(tmp_path / "nowhere")])
+    assert "model.py" in message and "amdim-public" in message
+
+
+def test_compiled_encoder_computes_the_same_step():
+    config = get_config("shapes", "smoke", warmup_steps=0)
+    compiled_losses, compiled = _one_step(config.replace(compile=True))
+    plain_losses, plain = _one_step(config)
+    for key in plain_losses:
+        assert abs(compiled_losses[key].item() - plain_losses[key].item()) < 1e-4, key
+    a = torch.cat([p.grad.flatten() for p in compiled.parameters()])
+    b = torch.cat([p.grad.flatten() for p in plain.parameters()])
+    assert (a - b).norm() < 1e-4 * b.norm()

@@ -19,8 +19,8 @@ LAYERS = [
     ("distributed", "objectives", "mixture", "bounds", "reference"),                 # objectives
     ("presets",),                                                                    # configurations
     ("checkpoints", "runfolder"),                                                    # run files, the run folder
-    ("probes", "build", "official", "memory"),                                                 # factories, checkpoints in
-                                                                                     # the official format
+    ("probes", "build", "official", "official_code", "memory"),                      # factories, official code and
+                                                                                     # checkpoints
     ("train", "supervised"),                                                         # training loops
     ("evaluate", "segmentation", "sweep", "bench", "results", "exercises"),          # analysis
     ("viz", "report", "segmentation_plots", "widgets", "mixture_widgets"),           # figures and UI
