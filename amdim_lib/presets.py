@@ -72,7 +72,7 @@ class Config:
     # run
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N | mps
-    amp: str = "auto"                    # auto (bf16/fp16 on CUDA, off elsewhere) | bf16 | fp16 | off
+    amp: str = "auto"                    # auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off) | bf16 | fp16 | off
     channels_last: bool = True           # NHWC activations: faster convolutions on CPUs (oneDNN) and tensor cores
     compile: bool = False                # torch.compile the encoder (slow first steps, faster after; CUDA mostly)
     num_workers: int = 0
@@ -323,8 +323,8 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
     # 06 ablations, and the command line's sweep: updates per run (None: the configuration's own schedule),
     # the default variants (names of amdim_lib.sweep.VARIANTS, or "all") and seeds, and how many images the
     # probes use (None: the whole split). Three AMDIM configurations form a small factorial design:
-    # full -> single_scale removes multiscale prediction (RQ2), single_scale -> dim_baseline then removes
-    # augmentation (RQ3), beside the supervised baseline. The demo budget keeps the notebook within CPU
+    # full -> single_scale removes multiscale prediction, single_scale -> dim_baseline then removes
+    # augmentation, beside the supervised baseline. The demo budget keeps the notebook within CPU
     # minutes, far from converged: its table can show the direction of large effects only, and the
     # notebook says when it cannot. More variants or updates are one parameter away in the notebook.
     "06": {

@@ -10,8 +10,9 @@ ablation is a switch in the configuration, never a fork of the code:
                         seeds=[0, 1], out_dir="runs/ablations", steps=80)
     table = sweep_table(results)
 
-`VARIANTS` lists the named ones and the research question each answers (RQ2: what does multiscale
-prediction add; RQ3: how much do augmentation and the NCE regularisation matter). Any other dict of
+`VARIANTS` lists the named ones and the question each answers: `multiscale` (what predicting across
+scales adds), `views` (what augmentation adds), `scores` (what the NCE score penalty and clipping do),
+`size`, or a `baseline`. Any other dict of
 `Config` overrides works too, e.g. `{"wide": {"ndf": 64, "n_rkhs": 512}}`. An override value may also
 be a function of the base configuration (`Scaled("ndf", 2)`), so that "twice as wide" means the same
 at every preset.
@@ -84,7 +85,7 @@ class Variant:
     """
 
     overrides: Mapping = field(default_factory=dict)
-    question: str = "RQ2"
+    question: str = "custom"
     description: str = ""
     paper: str = "–"          # the direction the AMDIM paper reports for this change (no numbers)
     method: str = "amdim"
@@ -97,26 +98,26 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "full": Variant({}, "reference", "AMDIM as configured: 1t5 + 1t7 + 5t5, full augmentation, score penalty, tclip",
                     "the reference"),
-    # RQ2: which prediction tasks
-    "single_scale": Variant({"tasks": ("1t7",)}, "RQ2", "single scale: global -> 7x7 (1t7) only",
+    # multiscale: which prediction tasks
+    "single_scale": Variant({"tasks": ("1t7",)}, "multiscale", "single scale: global -> 7x7 (1t7) only",
                             "lower: multiscale prediction beats a single global-to-local task"),
-    "no_5t5": Variant({"tasks": ("1t5", "1t7")}, "RQ2", "no local -> local task (1t5 + 1t7)",
+    "no_5t5": Variant({"tasks": ("1t5", "1t7")}, "multiscale", "no local -> local task (1t5 + 1t7)",
                       "lower (multiscale prediction helps)"),
-    "only_1t5": Variant({"tasks": ("1t5",)}, "RQ2", "single scale: global -> 5x5 (1t5) only",
+    "only_1t5": Variant({"tasks": ("1t5",)}, "multiscale", "single scale: global -> 5x5 (1t5) only",
                         "lower (multiscale prediction helps)"),
-    # RQ3: augmentation
-    "augment_none": Variant({"augment": "none"}, "RQ3", "no augmentation: two identical views (no flip, crop, jitter)",
+    # views: augmentation
+    "augment_none": Variant({"augment": "none"}, "views", "no augmentation: two identical views (no flip, crop, jitter)",
                             "much lower: augmentation is what makes the task useful"),
-    "augment_flip": Variant({"augment": "flip"}, "RQ3", "shared horizontal flip only",
+    "augment_flip": Variant({"augment": "flip"}, "views", "shared horizontal flip only",
                             "much lower (no crop, no colour jitter)"),
-    "augment_crop": Variant({"augment": "crop"}, "RQ3", "flip + crop/translate, no colour jitter or grayscale",
+    "augment_crop": Variant({"augment": "crop"}, "views", "flip + crop/translate, no colour jitter or grayscale",
                             "lower: colour jitter matters"),
-    # RQ3: the NCE regularisation
-    "no_reg": Variant({"reg_weight": 0.0}, "RQ3", "no score penalty (reg_weight 0)",
+    # scores: the NCE regularisation
+    "no_reg": Variant({"reg_weight": 0.0}, "scores", "no score penalty (reg_weight 0)",
                       "less stable training (a stabiliser, not an accuracy gain)"),
-    "tclip_5": Variant({"tclip": 5.0}, "RQ3", "tanh clip at 5", "– (the paper uses 20)"),
-    "tclip_10": Variant({"tclip": 10.0}, "RQ3", "tanh clip at 10", "– (the paper uses 20)"),
-    "tclip_none": Variant({"tclip": None}, "RQ3", "no tanh clipping of the scores",
+    "tclip_5": Variant({"tclip": 5.0}, "scores", "tanh clip at 5", "– (the paper uses 20)"),
+    "tclip_10": Variant({"tclip": 10.0}, "scores", "tanh clip at 10", "– (the paper uses 20)"),
+    "tclip_none": Variant({"tclip": None}, "scores", "no tanh clipping of the scores",
                           "less stable training (a stabiliser, not an accuracy gain)"),
     # encoder size
     "narrow": Variant({"ndf": Scaled("ndf", 0.5), "n_rkhs": Scaled("n_rkhs", 0.5)}, "size",
@@ -135,8 +136,8 @@ VARIANTS: dict[str, Variant] = {
                           "–", method="supervised"),
     "random_init": Variant({}, "baseline", "the same encoder, untrained (what the architecture gives for free)",
                            "–", method="random"),
-    # RQ2: mixture features (amdim_lib.mixture): k global features, the 1t7 task through them
-    "mixture_k4": Variant({"mixture_k": 4}, "RQ2", "mixture of k = 4 global features in place of the single one (1t7)",
+    # multiscale: mixture features (amdim_lib.mixture): k global features, the 1t7 task through them
+    "mixture_k4": Variant({"mixture_k": 4}, "multiscale", "mixture of k = 4 global features in place of the single one (1t7)",
                           "about the same accuracy; the mixture's benefit is segmentation, not the probe"),
 }
 
@@ -348,9 +349,9 @@ SIGNIFICANCE_RULE = ("a difference counts when it exceeds the sum of the two var
 # Pairs of variants that isolate one factor where neither is the reference: (variant, against) ->
 # (question, what the pair isolates, the paper's direction). Compared whenever both are in a sweep.
 CONTRASTS = {
-    ("dim_baseline", "single_scale"): ("RQ3", "augmentation at a single scale: none (DIM) against full, both 1t7 only",
+    ("dim_baseline", "single_scale"): ("views", "augmentation at a single scale: none (DIM) against full, both 1t7 only",
                                        "much lower without augmentation"),
-    ("dim_baseline", "augment_none"): ("RQ2", "multiscale without augmentation: 1t7 only (DIM) against all three tasks",
+    ("dim_baseline", "augment_none"): ("multiscale", "multiscale without augmentation: 1t7 only (DIM) against all three tasks",
                                        "lower with a single scale"),
 }
 
@@ -456,11 +457,11 @@ def findings(table: list[dict], comparisons: list[dict], reference: str = REFERE
 
 # ----------------------------------------------------------------------------- the figure
 
-GROUP_COLOURS = {"reference": "tab:blue", "RQ2": "tab:orange", "RQ3": "tab:green", "size": "tab:purple",
-                 "baseline": "tab:grey", "custom": "tab:brown"}
+GROUP_COLOURS = {"reference": "tab:blue", "multiscale": "tab:orange", "views": "tab:green", "scores": "tab:olive",
+                 "size": "tab:purple", "baseline": "tab:grey", "custom": "tab:brown"}
 # The figure's legend names each group by what it asks, not by its label in VARIANTS.
-GROUP_NAMES = {"reference": "full AMDIM", "RQ2": "multiscale prediction", "RQ3": "augmentation and NCE stabilisers",
-               "size": "encoder size", "baseline": "baselines", "custom": "custom"}
+GROUP_NAMES = {"reference": "full AMDIM", "multiscale": "multiscale prediction", "views": "augmentation",
+               "scores": "NCE score penalty and clipping", "size": "encoder size", "baseline": "baselines", "custom": "custom"}
 
 
 def plot_sweep(table: list[dict], metrics=("linear", "knn"), chance: float | None = None, title: str = "Ablations"):

@@ -151,7 +151,7 @@ def test_significance_rule_on_hand_made_numbers():
     comparisons = {c["variant"]: c for c in listed if c["reference"] == "full"}
     contrasts = [c for c in listed if c["reference"] != "full"]  # pairs isolating one factor, when both ran
     assert [(c["variant"], c["reference"]) for c in contrasts] == [("dim_baseline", "single_scale")]
-    assert contrasts[0]["difference"] == pytest.approx(-0.10) and contrasts[0]["question"] == "RQ3"
+    assert contrasts[0]["difference"] == pytest.approx(-0.10) and contrasts[0]["question"] == "views"
     assert sweep.significant_names(listed) == ["single_scale", "dim_baseline", "dim_baseline vs single_scale"]
     assert comparisons["single_scale"]["significant"]  # 10.5 points apart, spread ~2.1
     assert comparisons["single_scale"]["difference"] == pytest.approx(-0.105)
