@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .bench import (bench_against_official, bench_data, bench_end_to_end, bench_training, machine_summary, over_epochs,
                     profile_step)
-from .build import autocast_dtype, select_device
+from .build import autocast_dtype, execution_summary, select_device
 from .checkpoints import atomic_write, non_finite_entries, save_json
 from .datasets import fetch
 from .evaluate import evaluate_encoder, results_table
@@ -203,7 +203,7 @@ def cmd_bench(args) -> dict:
         raise SystemExit(f"error: {error}") from None
     result.update(amp=config.amp, compile=config.compile, channels_last=config.channels_last)
     result["machine"] = machine_summary(device)
-    print(f"on {result['machine']}")
+    print(f"on {result['machine']}; {execution_summary(config, device, autocast_dtype(config.amp, device))}")
     print(f"{args.preset} preset, {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, "
           f"n_depth {config.n_depth}, batch {config.batch_size} on {result['device']} (amp {config.amp}, "
           f"channels_last {config.channels_last}, compile {config.compile}):")

@@ -230,9 +230,9 @@ def _phased_step(state: TrainState, x1, x2, y, config: Config, runtime: Runtime,
     x1, x2, y = x1.to(device), x2.to(device), y.to(device)
     with autocast(device, runtime.dtype):
         both, f1, f2 = clock("encoder forward", lambda: model.encode(x1, x2))
-        losses = clock("NCE forward", lambda: amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks,
-                                                         generator=state.nce_rng))
         logits = clock("probes forward", lambda: model.probes(both.r1.detach().flatten(1).float()))
+    losses = clock("NCE forward", lambda: amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks,
+                                                     generator=state.nce_rng))
     probes_total = clock("probes forward", lambda: sum(probe_loss(out, torch.cat([y, y])) for out in logits.values()))
     state.optimizer.zero_grad(set_to_none=True)
     features = list(both)

@@ -36,13 +36,39 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 convolutions in hardware (AVX-512 BF16 or AMX) and oneDNN may
+    use it (ONEDNN_MAX_CPU_ISA can forbid it). Elsewhere bf16 is emulated and many times slower."""
+    try:
+        hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(hardware and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # (private probes: absent on some builds and platforms)
+        return False
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `amp` on `device`, or None for full precision."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
+    """The autocast dtype for `amp` on `device`, or None for full precision. `auto` is bf16 where the
+    hardware runs it (CUDA with bf16, else fp16; CPUs with native bf16), full precision elsewhere."""
+    if amp == "auto":
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_native_bf16() else None
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+
+
+def execution_summary(config: Config, device: torch.device, dtype: torch.dtype | None) -> str:
+    """One line for a run's log: how this machine runs the configuration, and why where it chose."""
+    if dtype is None:
+        precision = "float32" + (" (amp=auto: no native bf16 on this CPU)" if device.type == "cpu" and config.amp == "auto" else "")
+    else:
+        precision = f"{str(dtype).removeprefix('torch.')} autocast"
+        if device.type == "cpu" and dtype == torch.bfloat16:
+            precision += (" (amp=auto: this CPU has native bf16)" if config.amp == "auto" else "") if cpu_has_native_bf16() \
+                else " (emulated on this CPU: many times slower than float32; amp=auto chooses for you)"
+    return (f"running on {device}: {precision}, {'channels-last' if config.channels_last else 'NCHW'} layout, "
+            f"{'compiled' if config.compile else 'eager'} encoder, {torch.get_num_threads()} threads")
 
 
 def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:

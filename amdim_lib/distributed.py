@@ -125,6 +125,7 @@ class SyncedBatchNorm(ViewBatchNorm2d):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().normalise(x)
+        dtype, x = x.dtype, x.float()  # statistics in float32, whatever precision autocast gives the convolutions
         dims = [0] + list(range(2, x.dim()))
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=x.dtype)
         sums = dist_fn.all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]), group=_features_group())
@@ -138,7 +139,7 @@ class SyncedBatchNorm(ViewBatchNorm2d):
             self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
         shape = [1, channels] + [1] * (x.dim() - 2)
         out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+        return (out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out).to(dtype)
 
 
 def sync_batch_norms(module: nn.Module) -> nn.Module:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -28,7 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .build import autocast, autocast_dtype, build_data, build_encoder, make_loader, select_device, steps_per_epoch
+from .build import (autocast, autocast_dtype, build_data, build_encoder, execution_summary, make_loader, select_device,
+                    steps_per_epoch)
 from .checkpoints import (last_checkpoint_text, latest_run_checkpoint, save_json, save_run_checkpoint,
                           truncate_metrics, unusable_checkpoint)
 from .datasets import EXPECTED_CLASSES
@@ -127,6 +129,10 @@ def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, wor
 
 def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
     """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
+    if config.compile and os.environ.get("ATEN_CPU_CAPABILITY") and next(encoder.parameters()).device.type == "cpu":
+        # Measured with PyTorch 2.14: inductor's CPU code under a capped ATen ISA computes wrong losses.
+        raise ValueError(f"compile=True with ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']} computes a "
+                         "wrong step on the CPU; unset ATEN_CPU_CAPABILITY (ONEDNN_MAX_CPU_ISA is safe) or set compile=False")
     return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture,
                  bn_per_view=config.bn_per_view)
 
@@ -236,12 +242,14 @@ def train_step(state: TrainState, x1, x2, y, config: Config, runtime: Runtime):
     y = y.to(device, non_blocking=True)
     with autocast(device, runtime.dtype):
         f1, f2, logits, components = state.model(x1, x2)
-        if components is None:
-            losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=state.nce_rng,
-                                context=context)
-        else:  # the 1t7 task through the k mixture components (amdim_lib.mixture)
-            losses = mixture_amdim_loss(f1, f2, components, config.mixture_tau, config.mixture_alpha, config.tclip,
-                                        config.reg_weight, state.nce_rng, config.tasks, context=context)
+    # The objective outside autocast: scores and softmaxes over thousands of negatives in float32
+    # (in bf16 a score near 16 is only known to 0.125).
+    if components is None:
+        losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=state.nce_rng,
+                            context=context)
+    else:  # the 1t7 task through the k mixture components (amdim_lib.mixture)
+        losses = mixture_amdim_loss(f1, f2, components, config.mixture_tau, config.mixture_alpha, config.tclip,
+                                    config.reg_weight, state.nce_rng, config.tasks, context=context)
     # The probes see both views. Unlabelled items (label -1, e.g. STL-10's unlabeled split) add no
     # cross-entropy, only their logits' penalty, as in the official code.
     probe_losses = {name: probe_loss(out, torch.cat([y, y])) for name, out in logits.items()}
@@ -342,6 +350,8 @@ def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at
         state.model = distributed.wrap(state.model, runtime.device, config.tasks)
     log = MetricsLog(out, state.step, runtime.context.is_main)
     if runtime.context.is_main:
+        if progress:
+            print(execution_summary(config, runtime.device, runtime.dtype))
         with writing(out / "config.json", out):
             save_json(out / "config.json", config.to_dict())
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).

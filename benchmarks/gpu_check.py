@@ -3,6 +3,8 @@
     python benchmarks/gpu_check.py --out results/ [--budget-s 480] [--small]
 
 Runs, each in its own process (so that compile caches and peak-memory counters do not mix):
+the paper's CIFAR-10 model (ndf 320, n_rkhs 1280, n_depth 10, batch 200) in bf16: one benchmark and
+300 updates on the CIFAR-10 subset, with the projected wall time of its 300-epoch schedule;
 training-step throughput and peak memory of the 32-px and 128-px paper models in fp32 and bf16,
 eager and compiled; the end-to-end loop fed by the real data pipeline with workers; and the DDP path
 (torchrun, one process per GPU). Results go to <out>/gpu_check.json and a Markdown table; runs that
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,9 +35,22 @@ def bench(name, dataset, preset, batch, amp, compiled, small, extra=()):
                   *(["--no-data"] if "num_workers" not in " ".join(extra) else [])]
 
 
-def runs(small: bool, workers: int):
+# The paper's CIFAR-10 model (ndf 320, n_rkhs 1280, n_depth 10) at its batch of 200.
+CIFAR_PAPER = ("--set", "ndf=320", "--set", "n_rkhs=1280", "--set", "n_depth=10")
+CIFAR_STEPS_PER_EPOCH, CIFAR_EPOCHS = 50_000 // 200, 300   # the full schedule: 75,000 updates
+
+
+def runs(small: bool, workers: int, cifar_dir: str):
     p32 = ("shapes", "paper", 200)      # 32 px: ndf 128, n_rkhs 1024, n_depth 3 at the paper's batch
     p128 = ("imagenet", "paper", 64)    # 128 px: ndf 320, n_rkhs 2560, n_depth 10 (the 68.1% model)
+    yield bench("32px CIFAR paper model (320/1280/10) bf16 eager", "shapes", "paper", 200, "bf16", False, small,
+                extra=() if small else CIFAR_PAPER)
+    # A few hundred updates of that model on the CIFAR-10 subset (10,000 images: 50 updates an epoch).
+    yield "train CIFAR paper model bf16, 300 updates on the CIFAR-10 subset", [
+        PY, "-m", "amdim_lib", "train", "--dataset", "folder", "--data-dir", cifar_dir, "--no-progress",
+        "--preset", "smoke" if small else "demo", *(() if small else CIFAR_PAPER), "--set", "batch_size=200",
+        "--set", "epochs=6", "--set", "amp=bf16", "--set", f"num_workers={workers}", "--set", "eval_every=100",
+        "--out", "/tmp/gpu-check-runs/cifar-paper"]
     yield bench("32px fp32 eager", *p32, "off", False, small)
     yield bench("32px bf16 eager", *p32, "bf16", False, small)
     yield bench("128px fp32 eager", *p128, "off", False, small)
@@ -61,12 +77,14 @@ def main():
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    parser.add_argument("--cifar-dir", default="../shared/data/cifar10-subset",
+                        help="CIFAR-10 images in the folder layout (train/, test/ class folders)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget_s
     results = []
-    for name, command in runs(args.small, args.workers):
+    for name, command in runs(args.small, args.workers, args.cifar_dir):
         left = deadline - time.monotonic()
         if left < 30:
             results.append({"name": name, "skipped": "out of time"})
@@ -82,6 +100,7 @@ def main():
             continue
         record = {"name": name, "wall_s": round(time.monotonic() - start, 1), "rc": done.returncode,
                   "stdout": done.stdout[-1500:], "stderr": done.stderr[-1500:] if done.returncode else ""}
+        record.update(projection(name, done.stdout))
         if json_path.exists():
             record.update(json.loads(json_path.read_text()))
             json_path.unlink()
@@ -94,6 +113,18 @@ def main():
     (out / "gpu_check.md").write_text(table(results))
 
 
+def projection(name: str, stdout: str) -> dict:
+    """For the CIFAR training run: its measured s/step and images/s (from train's closing line) and
+    the wall time of the full 300-epoch schedule at that speed."""
+    found = re.search(r"done: (\d+) steps in ([\d.]+) s \(([\d.]+) images/s\)", stdout)
+    if "CIFAR" not in name or not found:
+        return {}
+    steps, seconds, images = int(found[1]), float(found[2]), float(found[3])
+    per_step = seconds / steps
+    return {"seconds_per_step": per_step, "images_per_s": images, "peak_memory_mib": float("nan"),
+            "projected_full_schedule_h": per_step * CIFAR_STEPS_PER_EPOCH * CIFAR_EPOCHS / 3600}
+
+
 def table(results) -> str:
     lines = ["| run | s/step | images/s | peak MiB | GFLOP/step | % of matmul peak | data loss |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
@@ -102,7 +133,8 @@ def table(results) -> str:
             continue
         frac = f"{100 * r['fraction_of_peak']:.0f}" if "fraction_of_peak" in r else ""
         loss = f"{100 * r['data_loading_loss']:.0f}%" if "data_loading_loss" in r else ""
-        lines.append(f"| {r['name']} | {r['seconds_per_step']:.4f} | {r['images_per_s']:.0f} | {r['peak_memory_mib']:.0f} | "
+        full = f"; full 300-epoch schedule {r['projected_full_schedule_h']:.1f} h" if "projected_full_schedule_h" in r else ""
+        lines.append(f"| {r['name']}{full} | {r['seconds_per_step']:.4f} | {r['images_per_s']:.0f} | {r['peak_memory_mib']:.0f} | "
                      f"{r.get('gflop_per_step', 0):.0f} | {frac} | {loss} |")
     return "\n".join(lines) + "\n"
 

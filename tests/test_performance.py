@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from amdim_lib import build
 from amdim_lib.__main__ import main
 from amdim_lib.bench import PHASES, _phased_step, bench_against_official, bench_end_to_end, profile_step
 from amdim_lib.checkpoints import load_checkpoint
@@ -162,3 +163,37 @@ def test_compiled_encoder_computes_the_same_step():
     a = torch.cat([p.grad.flatten() for p in compiled.parameters()])
     b = torch.cat([p.grad.flatten() for p in plain.parameters()])
     assert (a - b).norm() < 1e-4 * b.norm()
+
+
+def test_bf16_autocast_computes_the_same_step_to_bf16_precision():
+    config = get_config("shapes", "smoke", warmup_steps=0)
+    torch.manual_seed(0)
+    states = [_fresh_state(config.replace(probe_dropout=0.0)) for _ in range(2)]
+    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 10
+    full, _, _ = train_step(states[0], x1, x2, y, config, Runtime(torch.device("cpu")))
+    half, _, _ = train_step(states[1], x1, x2, y, config, Runtime(torch.device("cpu"), torch.bfloat16))
+    for key in full:
+        assert half[key].dtype == torch.float32, key  # the objective itself runs in float32
+        assert abs(half[key].item() - full[key].item()) < 0.02 * abs(full[key].item()) + 1e-3, key
+    a, b = (torch.cat([p.grad.flatten() for p in s.encoder.parameters()]) for s in states)
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+
+
+def test_amp_auto_chooses_bf16_only_on_cpus_that_run_it(monkeypatch):
+    cpu = torch.device("cpu")
+    config = get_config("shapes", "smoke")
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: True)
+    assert build.autocast_dtype("auto", cpu) == torch.bfloat16
+    assert "native bf16" in build.execution_summary(config, cpu, torch.bfloat16)
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: False)
+    assert build.autocast_dtype("auto", cpu) is None and build.autocast_dtype("off", cpu) is None
+    assert "no native bf16" in build.execution_summary(config, cpu, None)
+    assert build.autocast_dtype("bf16", cpu) == torch.bfloat16  # asked for: given, and the log says what it costs
+    assert "emulated" in build.execution_summary(config.replace(amp="bf16"), cpu, torch.bfloat16)
+
+
+def test_compile_is_refused_where_it_was_measured_to_compute_a_wrong_step(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    with pytest.raises(ValueError, match="ATEN_CPU_CAPABILITY"):
+        _one_step(get_config("shapes", "smoke", compile=True))
