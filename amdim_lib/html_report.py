@@ -115,7 +115,8 @@ def _export_html(notebook) -> str:
     from nbconvert import HTMLExporter  # lazy: slow to import, and only exporting needs it
 
     exporter = HTMLExporter(extra_loaders=[DictLoader({"amdim_report.html.j2": REPORT_TEMPLATE})],
-                            template_file="amdim_report.html.j2")
+                            template_file="amdim_report.html.j2",
+                            exclude_input_prompt=True, exclude_output_prompt=True)  # no "In [3]": hidden cells leave gaps
     body, _ = exporter.from_notebook_node(notebook)
     return body
 

@@ -378,6 +378,8 @@ def workbook_sizes(notebook: str, preset: str) -> dict:
 NOTEBOOK_PARAMETERS = {
     "output_dir": ("a folder path", lambda v: isinstance(v, str) and bool(v)),
     "train_dir": ("a run folder or a checkpoint file", lambda v: isinstance(v, str) and bool(v)),
+    "checkpoint": ("None or an encoder checkpoint file (this project's or an official one)",
+                   lambda v: v is None or (isinstance(v, str) and bool(v))),
     "cifar_dir": ("None or a folder path", lambda v: v is None or (isinstance(v, str) and bool(v))),
     "resume": ("True or False", lambda v: isinstance(v, bool)),
     "retrain": ("True or False", lambda v: isinstance(v, bool)),

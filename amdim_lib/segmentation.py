@@ -269,10 +269,12 @@ def fit_centre_blob(masks: np.ndarray, radii: Sequence[float] | None = None) -> 
     return float(radii[int(np.argmax(scores))])
 
 
-def shapes_batch(split: str = "test", n: int = 64, image_size: int = 32, seed: int = 0, start: int = 0):
-    """(images (n, 3, H, W) normalised like training, masks (n, H, W) bool, labels (n,)) from Shapes."""
+def shapes_batch(split: str = "test", n: int = 64, image_size: int = 32, seed: int = 0, start: int = 0,
+                 normalise: str = "default"):
+    """(images (n, 3, H, W) normalised like training (or with the `normalise` statistics of another
+    encoder's training), masks (n, H, W) bool, labels (n,)) from Shapes."""
     data = Shapes(split, image_size, size=start + n, seed=seed)
-    to_x = to_tensor()
+    to_x = to_tensor(normalise)
     items = [data[i] for i in range(start, start + n)]
     return (torch.stack([to_x(img) for img, _, _ in items]), np.stack([m for _, _, m in items]),
             np.array([y for _, y, _ in items]))

@@ -1,6 +1,7 @@
 """Notebook 07 (mixture segmentation) at the smoke preset: it runs, and its numbers mean what they say."""
 
 import json
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 from amdim_lib import segmentation
 from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
 
+OFFICIAL_128PX = Path(__file__).parent / "data" / "official" / "official-128px-bn.pth"
 NOTEBOOK = NOTEBOOKS_DIR / "07_mixture_segmentation.ipynb"
 FIGURES = ("assignment_sharpness", "training", "assignment_maps_shapes", "iou_comparison", "segmentations_compared",
            "k_ablation", "assignment_maps_photographs", "assignment_maps_cifar", "inspector")
@@ -34,8 +36,15 @@ def executed(tmp_path_factory):
         for i in range(2):
             Image.new("RGB", (32, 32), tuple(max(0, c - 40 * i) for c in colour)).save(images / "test" / cls / f"{i}.jpg")
     out = root / "out"
-    metrics = run_notebook(NOTEBOOK, out, preset="smoke", cifar_dir=str(images))
+    metrics = run_notebook(NOTEBOOK, out, preset="smoke", cifar_dir=str(images), checkpoint=str(OFFICIAL_128PX))
     return out, metrics
+
+
+def test_an_official_checkpoint_is_segmented_too(executed):
+    # The frozen official 128-px file (tests/data/official): its r7 features clustered per image.
+    _, m = executed
+    assert m["checkpoint"]["checkpoint"] == str(OFFICIAL_128PX) and m["checkpoint"]["image_size"] == 128
+    assert 0 < m["checkpoint"]["kmeans_iou"] <= 1
 
 
 def test_segmentation_numbers(executed):
