@@ -198,6 +198,7 @@ def test_report_leaves_out_parameters_and_scaffolding_and_folds_solutions(report
     assert "injected-parameters" not in page and "PARAMETER_DEFAULT_DIR" not in page
     assert "../runs/demo/00_overview" not in page  # 00's parameters cell
     assert "SCAFFOLDING_MARKER" not in page and "json.dump(metrics" not in page
+    assert not re.search(r"(In|Out)(&nbsp;|\s)\[\d+\]:", page)  # no execution counts (they jump past hidden cells)
     assert ">Metrics<" not in page, "a heading whose section was all scaffolding should go with it"
     folded = re.findall(r'<details class="solution">.*?</details>', page, re.S)
     assert len(folded) == 3  # two in the overview, one in the synthetic notebook
