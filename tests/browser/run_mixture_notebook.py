@@ -62,7 +62,10 @@ def parameterised_copy(target_dir: Path, preset: str, output_dir: Path) -> Path:
     return path
 
 
-def start_lab(root: Path, port: int, token: str, log_path: Path) -> subprocess.Popen:
+def start_lab(root: Path, port: int, token: str, log_path: Path, config_dir: Path | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+    """`jupyter lab` serving `root`, run from `cwd` (default root) with JUPYTER_CONFIG_DIR=config_dir
+    (default root/.jupyter-config), in its own session so that stop_lab ends it and its kernels."""
     jupyter = Path(sys.executable).with_name("jupyter")
     cmd = [str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
@@ -70,8 +73,17 @@ def start_lab(root: Path, port: int, token: str, log_path: Path) -> subprocess.P
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root
         cmd.append("--allow-root")
     log = open(log_path, "w")
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".jupyter-config"))
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config_dir or root / ".jupyter-config"))
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd or root, env=env,
+                            start_new_session=True)
+
+
+def stop_lab(lab: subprocess.Popen) -> None:
+    os.killpg(lab.pid, signal.SIGTERM)  # the server and the kernels it started (own session)
+    try:
+        lab.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(lab.pid, signal.SIGKILL)
 
 
 def wait_for_lab(lab: subprocess.Popen, port: int, token: str, timeout: float = 120) -> None:
@@ -99,6 +111,35 @@ def make_driver(profile: Path):
         options.add_argument(flag)
     service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
     return webdriver.Chrome(options=options, service=service)
+
+
+def click_menu(driver, top: str, item: str) -> None:
+    """Click `item` in the menu bar's `top` menu (e.g. "Run", "Run All Cells")."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element(By.XPATH, f"//li[contains(@class,'lm-MenuBar-item')][.//div[text()='{top}']]").click()
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(
+        By.XPATH, f"//li[contains(@class,'lm-Menu-item')][.//div[text()='{item}']]"))
+    driver.find_element(By.XPATH, f"//li[contains(@class,'lm-Menu-item')][.//div[text()='{item}']]").click()
+
+
+def cells_finished(driver) -> bool:
+    """True when every code cell has run (a number in its prompt, no "*"); a traceback raises RuntimeError.
+    Cells with hidden input (solutions, scaffolding) show an empty placeholder prompt and are skipped: the
+    visible cells after them are queued behind them ("[*]") until they have run."""
+    from selenium.webdriver.common.by import By
+
+    prompts = driver.execute_script(
+        "return Array.from(document.querySelectorAll("
+        "'.jp-Notebook .jp-CodeCell .jp-InputPrompt:not(.jp-Placeholder-prompt)'))"
+        ".map(e => e.textContent.trim());")
+    errors = driver.find_elements(By.CSS_SELECTOR,
+                                  ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = [e for e in errors if "Traceback" in e.text or "Error" in e.text]
+    if tracebacks:
+        raise RuntimeError("a cell failed in JupyterLab: " + tracebacks[0].text[:500])
+    return bool(prompts) and all(p.startswith("[") and "*" not in p and p != "[ ]:" for p in prompts)
 
 
 def main(argv=None) -> int:
@@ -136,26 +177,9 @@ def main(argv=None) -> int:
         time.sleep(3)
         driver.save_screenshot(str(shots / "00_opened.png"))
 
-        def menu(top: str, item: str):
-            driver.find_element(By.XPATH, f"//li[contains(@class,'lm-MenuBar-item')][.//div[text()='{top}']]").click()
-            WebDriverWait(driver, 20).until(lambda d: d.find_elements(
-                By.XPATH, f"//li[contains(@class,'lm-Menu-item')][.//div[text()='{item}']]"))
-            driver.find_element(By.XPATH, f"//li[contains(@class,'lm-Menu-item')][.//div[text()='{item}']]").click()
-
-        menu("Run", "Run All Cells")
+        click_menu(driver, "Run", "Run All Cells")
         t_run = time.time()
-
-        def finished(d):
-            prompts = d.execute_script(
-                "return Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))"
-                ".map(e => e.textContent.trim());")
-            errors = d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-            tracebacks = [e for e in errors if "Traceback" in e.text or "Error" in e.text]
-            if tracebacks:
-                raise RuntimeError("a cell failed in JupyterLab: " + tracebacks[0].text[:500])
-            return prompts and all(p.startswith("[") and "*" not in p and p != "[ ]:" for p in prompts)
-
-        WebDriverWait(driver, args.timeout, poll_frequency=2).until(finished)
+        WebDriverWait(driver, args.timeout, poll_frequency=2).until(cells_finished)
         checks["notebook_ran_s"] = round(time.time() - t_run, 1)
         for button in driver.find_elements(By.XPATH, "//button[normalize-space()='No']"):  # the news prompt
             if button.is_displayed():
@@ -208,11 +232,7 @@ def main(argv=None) -> int:
     finally:
         if driver is not None:
             driver.quit()
-        os.killpg(lab.pid, signal.SIGTERM)  # the server and the kernels it started (own session)
-        try:
-            lab.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(lab.pid, signal.SIGKILL)
+        stop_lab(lab)
     checks["seconds"] = round(time.time() - t0, 1)
     required = ("image_change_updates_figure", "component_change_updates_figure", "component_change_updates_status",
                 "component_selected")
