@@ -350,8 +350,7 @@ def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at
         state.model = distributed.wrap(state.model, runtime.device, config.tasks)
     log = MetricsLog(out, state.step, runtime.context.is_main)
     if runtime.context.is_main:
-        if progress:
-            print(execution_summary(config, runtime.device, runtime.dtype))
+        print(execution_summary(config, runtime.device, runtime.dtype))  # how this machine runs it, in the run's log
         with writing(out / "config.json", out):
             save_json(out / "config.json", config.to_dict())
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
