@@ -95,8 +95,18 @@ def write_report(executed: list[Path], target: Path, title: str = "AMDIM workboo
     for section in sections:
         combined.cells += [_html_cell(section.heading_html(math))] + section.cells
     target = Path(target)
-    target.write_text(math.restore(_export_html(combined)))
+    target.write_text(_without_machine_paths(math.restore(_export_html(combined)), target))
     return target
+
+
+def _without_machine_paths(page: str, target: Path) -> str:
+    """Printed paths as a reader can use them: relative to the working folder (the repository, under
+    make demo) when the report lies in it, else to the report's folder; the home folder as ~."""
+    folder, cwd = target.resolve().parent, Path.cwd().resolve()
+    root = cwd if folder.is_relative_to(cwd) else folder
+    page = page.replace(f"{root}/", "")
+    home = str(Path.home())
+    return page.replace(f"{home}/", "~/") if home != "/" else page
 
 
 def _html_cell(source: str):

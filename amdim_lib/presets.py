@@ -330,10 +330,11 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
     "06": {
         "smoke": dict(steps=8, variants=("full", "dim_baseline", "supervised", "random_init"), n_seeds=2,
                       probe_train=256, probe_test=128),
-        # 200 updates: the least at which, on Shapes, full AMDIM clears the untrained encoder and local DIM by
-        # more than the seed spread (measured: 17.4 +- 0.6 against 12.8 +- 1.1 and 12.3; at 64 updates nothing
-        # did, at 300 the same two). Single against multiscale stays within the spread at both (-2.3, -2.4).
-        # The supervised baseline is notebook 05's.
+        # 200 updates: the least at which, on Shapes, full AMDIM cleared the untrained encoder and local DIM by
+        # more than the seed spread in every trial (bf16: 17.4 +- 0.6 against 12.8 +- 1.1 and 12.3; float32:
+        # 17.7 +- 0.8 against 12.8 and 12.8; at 64 updates nothing did). Single against multiscale is borderline:
+        # -2.3 and -2.4 (within the spread) in bf16 at 200 and 300 updates, -3.1 (beyond it) in float32.
+        # The supervised baseline is notebook 05's (benchmarks/README.md, "Ablations").
         "demo": dict(steps=200, variants=("full", "single_scale", "dim_baseline", "random_init"),
                      n_seeds=2, probe_train=1000, probe_test=1000),
         "paper": dict(steps=None, variants=("all",), n_seeds=3, probe_train=None, probe_test=None),

@@ -129,6 +129,7 @@ def _synthetic_notebook(path):
         ("code", "import ipywidgets\nipywidgets.VBox([ipywidgets.Dropdown(options=['first', 'chosen'], value='chosen',"
                  " description='policy')])"),
         ("code", "from IPython.display import Markdown\nMarkdown('a computed $\\\\beta^2$')"),
+        ("code", "import os\nprint('PATH_MARKER', os.path.abspath(os.path.join(output_dir, 'checkpoint.pt')))"),
         ("code", "print('SOLUTION_MARKER', 6 * 7)", "solution"),
         ("md", "## Metrics"),
         ("code", "import json, os\nos.makedirs(output_dir, exist_ok=True)\nprint('SCAFFOLDING_MARKER')\n"
@@ -199,6 +200,12 @@ def test_report_leaves_out_parameters_and_scaffolding_and_folds_solutions(report
     assert "../runs/demo/00_overview" not in page  # 00's parameters cell
     assert "SCAFFOLDING_MARKER" not in page and "json.dump(metrics" not in page
     assert not re.search(r"(In|Out)(&nbsp;|\s)\[\d+\]:", page)  # no execution counts (they jump past hidden cells)
+
+
+def test_report_prints_paths_relative_to_the_run_not_the_machine(report):
+    page, _ = report
+    printed = re.search(r"PATH_MARKER (\S+)", page)[1]
+    assert printed == "out/01_synthetic/checkpoint.pt"  # relative to the report's folder (not the working one)
     assert ">Metrics<" not in page, "a heading whose section was all scaffolding should go with it"
     folded = re.findall(r'<details class="solution">.*?</details>', page, re.S)
     assert len(folded) == 3  # two in the overview, one in the synthetic notebook
