@@ -26,6 +26,10 @@ from .probes import probe_loss
 from .train import Runtime, TrainState, build_state, epoch_loader, train_step
 
 
+# Environment variables that cap the vector ISA of oneDNN, ATen and MKL (to emulate an older CPU).
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def machine_summary(device: torch.device) -> str:
     """What the figures were measured on: the device, the vector ISA PyTorch's kernels use and the
     limits set on it in the environment (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS
@@ -45,9 +49,6 @@ def _cpu_name() -> str:
         lines = []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return names[0] if names else (platform.processor() or platform.machine())
-
-
-ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def _peak_memory_mib(device: torch.device) -> float:

@@ -60,13 +60,13 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 def execution_summary(config: Config, device: torch.device, dtype: torch.dtype | None) -> str:
     """One line for a run's log: how this machine runs the configuration, and why where it chose."""
-    if dtype is None:
-        precision = "float32" + (" (amp=auto: no native bf16 on this CPU)" if device.type == "cpu" and config.amp == "auto" else "")
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        why = " (emulated on this CPU: many times slower than float32; amp=auto chooses for you)"
+    elif device.type == "cpu" and config.amp == "auto":
+        why = " (amp=auto: this CPU has native bf16)" if dtype else " (amp=auto: no native bf16 on this CPU)"
     else:
-        precision = f"{str(dtype).removeprefix('torch.')} autocast"
-        if device.type == "cpu" and dtype == torch.bfloat16:
-            precision += (" (amp=auto: this CPU has native bf16)" if config.amp == "auto" else "") if cpu_has_native_bf16() \
-                else " (emulated on this CPU: many times slower than float32; amp=auto chooses for you)"
+        why = ""
+    precision = (f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "float32") + why
     return (f"running on {device}: {precision}, {'channels-last' if config.channels_last else 'NCHW'} layout, "
             f"{'compiled' if config.compile else 'eager'} encoder, {torch.get_num_threads()} threads")
 
