@@ -10,6 +10,7 @@ capped splits, `evaluate_encoder` for an encoder beside its baselines.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -55,6 +56,7 @@ def extract_features(encoder: Encoder | None, dataset, batch_size: int = 256, de
 
 def _select_and_fit(make_model, grid, train_x, train_y, test_x, test_y, seed: int, held_out: float) -> dict:
     """Pick the grid value with the best held-out accuracy, refit on all training data, test once."""
+    _check_held_out(train_y, held_out)
     fit_x, val_x, fit_y, val_y = train_test_split(train_x, train_y, test_size=held_out, random_state=seed,
                                                   stratify=train_y)
     with warnings.catch_warnings():  # iteration caps are deliberate: a probe is a measurement, not a fit to convergence
@@ -63,6 +65,19 @@ def _select_and_fit(make_model, grid, train_x, train_y, test_x, test_y, seed: in
         best = max(scores, key=scores.get)
         model = make_model(best).fit(train_x, train_y)
     return {"accuracy": float(model.score(test_x, test_y)), "chosen": best, "validation": scores}
+
+
+def _check_held_out(train_y, held_out: float) -> None:
+    """A stratified held-out split needs every class twice in the training split, and room for each
+    class on both sides of the split; say so in our words, not scikit-learn's."""
+    classes, counts = np.unique(train_y, return_counts=True)
+    n, k = len(train_y), len(classes)
+    n_held = math.ceil(held_out * n)
+    if counts.min() < 2 or n_held < k or n - n_held < k:
+        raise ValueError(
+            f"the probe's training split has {n} labelled images over {k} classes (the smallest class has "
+            f"{counts.min()}); choosing the probe's regularisation on a held-out {held_out:.0%} needs every class "
+            f"at least twice and at least {math.ceil(k / held_out)} images in all: probe on a larger training split")
 
 
 def logistic_model(C: float, max_iter: int = 500):

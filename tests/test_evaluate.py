@@ -34,6 +34,16 @@ def test_linear_probe_chooses_c_on_held_out_training_data():
     assert result["chosen"] in (0.01, 1.0) and set(result["validation"]) == {0.01, 1.0}
 
 
+def test_a_probe_on_too_few_labelled_images_says_what_it_needs():
+    x, y = _clusters(n=40, classes=10)
+    with pytest.raises(ValueError, match="40 labelled images over 10 classes.*at least 100 images"):
+        linear_probe(x, y, x, y)
+    x, y = _clusters(n=300, classes=3)
+    y[0] = 7  # a class with a single image
+    with pytest.raises(ValueError, match="smallest class has 1"):
+        linear_probe(x, y, x, y)
+
+
 def test_extract_features_uses_eval_mode_and_restores_it():
     encoder = Encoder(32, 8, 64, 1, use_bn=True).train()
     data = [(torch.randn(3, 32, 32), i % 2) for i in range(10)]
