@@ -142,6 +142,13 @@ def cells_finished(driver) -> bool:
     return bool(prompts) and all(p.startswith("[") and "*" not in p and p != "[ ]:" for p in prompts)
 
 
+def record_failure(checks: dict, driver, shots: Path, error: Exception) -> None:
+    """Say in the summary exactly what failed, with a screenshot of the page when there is one."""
+    checks["error"] = f"{type(error).__name__}: {error}"
+    if driver is not None:
+        driver.save_screenshot(str(shots / "99_failure.png"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="smoke")
@@ -226,9 +233,7 @@ def main(argv=None) -> int:
         box.screenshot(str(shots / "04_inspector_other_component.png"))
         driver.save_screenshot(str(shots / "05_page_end.png"))
     except Exception as error:  # keep going to the summary: say exactly what failed
-        checks["error"] = f"{type(error).__name__}: {error}"
-        if driver is not None:
-            driver.save_screenshot(str(shots / "99_failure.png"))
+        record_failure(checks, driver, shots, error)
     finally:
         if driver is not None:
             driver.quit()

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_mixture_notebook import (REPO, cells_finished, click_menu, free_port, make_driver,  # noqa: E402
-                                  start_lab, stop_lab, wait_for_lab)
+                                  record_failure, start_lab, stop_lab, wait_for_lab)
 
 NOTEBOOKS = REPO / "notebooks"
 SOURCE = NOTEBOOKS / "04_training.ipynb"
@@ -201,9 +201,7 @@ def main(argv=None) -> int:
         time.sleep(1)
         driver.save_screenshot(str(shots / "02_page_end.png"))
     except Exception as error:  # keep going to the summary: say exactly what failed
-        checks["error"] = f"{type(error).__name__}: {error}"
-        if driver is not None:
-            driver.save_screenshot(str(shots / "99_failure.png"))
+        record_failure(checks, driver, shots, error)
     finally:
         if driver is not None:
             driver.quit()
