@@ -149,6 +149,18 @@ def record_failure(checks: dict, driver, shots: Path, error: Exception) -> None:
         driver.save_screenshot(str(shots / "99_failure.png"))
 
 
+def summarise(checks: dict, required: tuple[str, ...], shots: Path, t0: float) -> int:
+    """Write and print summary.json (every check, the required ones that failed, the time); exit status
+    0 when nothing failed and no error stopped the run, else 1."""
+    checks["seconds"] = round(time.time() - t0, 1)
+    checks["failed"] = [key for key in required if checks.get(key) is not True]
+    checks["passed"] = "error" not in checks and not checks["failed"]
+    (shots / "summary.json").write_text(json.dumps(checks, indent=2))
+    print(json.dumps(checks, indent=2))
+    print(f"screenshots in {shots}")
+    return 0 if checks["passed"] else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="smoke")
@@ -238,14 +250,8 @@ def main(argv=None) -> int:
         if driver is not None:
             driver.quit()
         stop_lab(lab)
-    checks["seconds"] = round(time.time() - t0, 1)
-    required = ("image_change_updates_figure", "component_change_updates_figure", "component_change_updates_status",
-                "component_selected")
-    checks["passed"] = "error" not in checks and all(checks.get(key) is True for key in required)
-    (shots / "summary.json").write_text(json.dumps(checks, indent=2))
-    print(json.dumps(checks, indent=2))
-    print(f"screenshots in {shots}")
-    return 0 if checks["passed"] else 1
+    return summarise(checks, ("image_change_updates_figure", "component_change_updates_figure",
+                              "component_change_updates_status", "component_selected"), shots, t0)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_mixture_notebook import (REPO, cells_finished, click_menu, free_port, make_driver,  # noqa: E402
-                                  record_failure, start_lab, stop_lab, wait_for_lab)
+                                  record_failure, start_lab, stop_lab, summarise, wait_for_lab)
 
 NOTEBOOKS = REPO / "notebooks"
 SOURCE = NOTEBOOKS / "04_training.ipynb"
@@ -223,16 +223,10 @@ def main(argv=None) -> int:
     checks["metrics_trained_now_false"] = bool(metrics_after) and metrics_after.get("trained_now") is False
     checks["metrics_same_steps"] = bool(metrics_after) and (
         metrics_before is None or metrics_after.get("steps") == metrics_before.get("steps"))
-    checks["seconds"] = round(time.time() - t0, 1)
-    required = ("page_no_traceback", "page_says_loaded", "saved_notebook_no_errors", "saved_notebook_says_loaded",
-                "checkpoint_sha256_unchanged", "checkpoint_mtime_unchanged", "metrics_written_now",
-                "metrics_trained_now_false", "metrics_same_steps", "copy_removed")
-    checks["failed"] = [key for key in required if checks.get(key) is not True]
-    checks["passed"] = "error" not in checks and not checks["failed"]
-    (shots / "summary.json").write_text(json.dumps(checks, indent=2))
-    print(json.dumps(checks, indent=2))
-    print(f"screenshots in {shots}")
-    return 0 if checks["passed"] else 1
+    return summarise(checks, ("page_no_traceback", "page_says_loaded", "saved_notebook_no_errors",
+                              "saved_notebook_says_loaded", "checkpoint_sha256_unchanged", "checkpoint_mtime_unchanged",
+                              "metrics_written_now", "metrics_trained_now_false", "metrics_same_steps", "copy_removed"),
+                     shots, t0)
 
 
 if __name__ == "__main__":
