@@ -66,11 +66,12 @@ def random_location(features: torch.Tensor, generator: torch.Generator | None = 
     keep their own slice, exactly as one process would.
     """
     batch, dim = features.shape[:2]
-    flat = features.reshape(batch, dim, -1)
-    index = torch.randint(flat.shape[2], (batch * context.world_size,), generator=generator,
+    # (B, L, D): a view of a channels-last map, so that its gradient keeps the map's layout.
+    flat = features.permute(0, 2, 3, 1).reshape(batch, -1, dim)
+    index = torch.randint(flat.shape[1], (batch * context.world_size,), generator=generator,
                           device=generator.device if generator is not None else "cpu")
     index = index[context.rank * batch:(context.rank + 1) * batch].to(flat.device)
-    return flat[torch.arange(batch, device=flat.device), :, index]
+    return flat[torch.arange(batch, device=flat.device), index]
 
 
 def _as_float(f: Features) -> Features:

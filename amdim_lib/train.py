@@ -75,8 +75,9 @@ class AMDIM(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         with views_in_batch(self.encoder, 2 if self.bn_per_view else 1):
             both = self.encoder(x)
-        batch = len(x1)
-        return both, Features(*(t[:batch] for t in both)), Features(*(t[batch:] for t in both))
+        # split (not slicing): its backward concatenates the views' gradients in the features' layout.
+        halves = [t.split(len(x1)) for t in both]
+        return both, Features(*(h[0] for h in halves)), Features(*(h[1] for h in halves))
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from amdim_lib.encoder import Encoder, Features, ViewBatchNorm2d, count_parameters, views_in_batch
+from amdim_lib.encoder import Encoder, Features, ViewBatchNorm2d, convolve, count_parameters, views_in_batch
 
 # (image_size, ndf, n_rkhs, n_depth, trainable parameters with use_bn=False), from DESIGN.md
 PARAMETER_TABLE = [
@@ -40,6 +40,31 @@ def test_feature_shapes_and_every_parameter_is_used(image_size, use_bn):
     (feats.r1.pow(2).sum() + feats.r5.pow(2).sum() + feats.r7.pow(2).sum()).backward()
     unused = [n for n, p in encoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not unused, f"parameters outside the forward pass: {unused}"
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kernel,bias", [(3, False), (1, False), (3, True)])
+def test_a_convolution_over_its_whole_map_is_the_same_matmul(kernel, bias, channels_last):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 10, kernel, bias=bias)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    conv = conv.to(memory_format=layout)
+    calls = []
+    conv.register_forward_hook(lambda *args: calls.append(args))
+    x = torch.randn(4, 6, kernel, kernel).contiguous(memory_format=layout).requires_grad_()
+    fast = convolve(conv, x)
+    assert not calls, "a kernel covering the map should be computed as a matmul, not by the convolution"
+    (fast * torch.arange(10.0).view(1, 10, 1, 1)).sum().backward()
+    fast_grads = [x.grad.clone(), conv.weight.grad.clone()]
+    x.grad, conv.weight.grad = None, None
+    plain = conv(x)
+    (plain * torch.arange(10.0).view(1, 10, 1, 1)).sum().backward()
+    assert fast.shape == plain.shape == (4, 10, 1, 1)
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(fast_grads, [x.grad, conv.weight.grad])
+    calls.clear()
+    convolve(conv, torch.randn(4, 6, kernel + 2, kernel + 2))  # a larger map: the convolution itself
+    assert len(calls) == 1
 
 
 def test_fresh_residual_units_are_pooled_identities():
