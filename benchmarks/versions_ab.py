@@ -1,0 +1,65 @@
+"""Speed of this checkout's training step against another checkout's, alternated in one process.
+
+    git worktree add ../amdim-before COMMIT
+    python benchmarks/versions_ab.py ../amdim-before --preset paper [--rounds 5] [--steps 3]
+
+The other checkout's `amdim_lib` is imported under another name (its imports are relative), both
+steps are built at the same preset and batch on synthetic inputs, and they alternate (A B, then B A)
+so that a shared machine's drift falls on both. Prints each side's s/step per round and the ratio of
+medians (other / this: above 1 means this checkout is faster). Set the ISA caps of
+benchmarks/isa_table.py in the environment to measure at AVX2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def stepper(package: str, preset: str, batch_size: int):
+    presets, bench, train = (importlib.import_module(f"{package}.{name}") for name in ("presets", "bench", "train"))
+    config = presets.get_config("shapes", preset, batch_size=batch_size)
+    state, runtime = bench._training_state(config)
+    batch = bench._synthetic_batch(config)
+    return lambda: train.train_step(state, *batch, config, runtime)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("other", type=Path, help="another checkout of this project (a folder holding amdim_lib/)")
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="steps per side and round")
+    args = parser.parse_args()
+    if not (args.other / "amdim_lib" / "train.py").is_file():
+        raise SystemExit(f"{args.other} has no amdim_lib/train.py: give the folder of another checkout")
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(args.other / "amdim_lib", Path(scratch) / "amdim_other")
+        sys.path.insert(0, scratch)
+        sides = {"other": stepper("amdim_other", args.preset, args.batch_size),
+                 "this": stepper("amdim_lib", args.preset, args.batch_size)}
+        for step in sides.values():
+            for _ in range(3):  # warm-up: kernel choice and allocations
+                step()
+        times = {name: [] for name in sides}
+        for r in range(args.rounds):
+            for name in (("other", "this") if r % 2 == 0 else ("this", "other")):
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    sides[name]()
+                times[name].append((time.perf_counter() - start) / args.steps)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        print(f"{name:5s} s/step per round: {' '.join(f'{x:.3f}' for x in t)} (median {medians[name]:.3f})")
+    print(f"{args.preset}, batch {args.batch_size}: other / this = {medians['other'] / medians['this']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
