@@ -123,6 +123,8 @@ class ConvResNxN(nn.Module):
         if self.n_grow:
             shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.n_grow))
         return branch + shortcut
+
+
 class ConvResBlock(nn.Sequential):
     """One ConvResNxN(w, s) that changes resolution and width, then depth-1 1x1 units."""
 
