@@ -298,6 +298,20 @@ def profile_step(config: Config, steps: int = 5, warmup: int = 2, view_batches: 
 
 # ----------------------------------------------------------------------------- against the official code
 
+def alternate(device: torch.device, runs: list, rounds: int = 5, steps: int = 3, warmup: int = 2) -> list[list[float]]:
+    """Seconds per call of each of `runs` (functions of no argument), timed in turn in this process:
+    `rounds` rounds of `steps` calls each, after `warmup` untimed calls of each, so that a shared
+    machine's drift falls on all of them. Returns one list of per-round times per run."""
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    times = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, kept in zip(runs, times):
+            kept.append(_seconds(device, lambda: [run() for _ in range(steps)]) / steps)
+    return times
+
+
 def bench_against_official(config: Config, official_dir, rounds: int = 5, steps: int = 3, warmup: int = 2) -> dict:
     """The official code's training step and ours at the same sizes and batch, timed alternately in
     this process on the same synthetic inputs: `rounds` rounds of `steps` steps each, after `warmup`
@@ -310,13 +324,7 @@ def bench_against_official(config: Config, official_dir, rounds: int = 5, steps:
     with official_shims(cpu=device.type == "cpu"):
         with contextlib.redirect_stdout(io.StringIO()):  # (the official model prints its encoder's size)
             theirs = OfficialStep(*import_official(official_dir), config, device)
-        official = lambda: theirs(*batch)  # noqa: E731
-        for _ in range(warmup):
-            ours(), official()
-        rounds_ours, rounds_official = [], []
-        for _ in range(rounds):
-            rounds_ours.append(_seconds(device, lambda: [ours() for _ in range(steps)]) / steps)
-            rounds_official.append(_seconds(device, lambda: [official() for _ in range(steps)]) / steps)
+        rounds_ours, rounds_official = alternate(device, [ours, lambda: theirs(*batch)], rounds, steps, warmup)
     ratio = statistics.median(rounds_official) / statistics.median(rounds_ours)
     return {"device": str(device), "batch_size": config.batch_size, "seconds_per_step": rounds_ours,
             "official_seconds_per_step": rounds_official, "speedup": ratio}

@@ -4,9 +4,10 @@
     python benchmarks/versions_ab.py ../amdim-before --preset paper [--rounds 5] [--steps 3]
 
 The other checkout's `amdim_lib` is imported under another name (its imports are relative), both
-steps are built at the same preset and batch on synthetic inputs, and they alternate (A B, then B A)
-so that a shared machine's drift falls on both. Prints each side's s/step per round and the ratio of
-medians (other / this: above 1 means this checkout is faster). Set the ISA caps of
+steps are built at the same preset and batch on synthetic inputs (on the CPU), and they alternate
+in one process (`amdim_lib.bench.alternate`) so that a shared machine's drift falls on both. Prints
+each side's s/step per round and the ratio of medians (other / this: above 1 means this checkout is
+faster). Set the ISA caps of
 benchmarks/isa_table.py in the environment to measure at AVX2.
 """
 
@@ -18,8 +19,11 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+import torch
+
+from amdim_lib.bench import alternate
 
 
 def stepper(package: str, preset: str, batch_size: int):
@@ -45,16 +49,8 @@ def main() -> None:
         sys.path.insert(0, scratch)
         sides = {"other": stepper("amdim_other", args.preset, args.batch_size),
                  "this": stepper("amdim_lib", args.preset, args.batch_size)}
-        for step in sides.values():
-            for _ in range(3):  # warm-up: kernel choice and allocations
-                step()
-        times = {name: [] for name in sides}
-        for r in range(args.rounds):
-            for name in (("other", "this") if r % 2 == 0 else ("this", "other")):
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    sides[name]()
-                times[name].append((time.perf_counter() - start) / args.steps)
+        per_round = alternate(torch.device("cpu"), list(sides.values()), args.rounds, args.steps, warmup=3)
+        times = dict(zip(sides, per_round))
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name:5s} s/step per round: {' '.join(f'{x:.3f}' for x in t)} (median {medians[name]:.3f})")
