@@ -118,13 +118,18 @@ def over_epochs(first: float, later: float, epochs: int) -> float:
     return (first + (epochs - 1) * later) / epochs
 
 
-def _seconds(device: torch.device, work) -> float:
-    """Wall seconds of work(), the device's queued work included at both ends."""
+def _result_and_seconds(device: torch.device, work):
+    """(work(), its wall seconds), the device's queued work included at both ends."""
     _sync(device)
     start = time.perf_counter()
-    work()
+    out = work()
     _sync(device)
-    return time.perf_counter() - start
+    return out, time.perf_counter() - start
+
+
+def _seconds(device: torch.device, work) -> float:
+    """Wall seconds of work(), the device's queued work included at both ends."""
+    return _result_and_seconds(device, work)[1]
 
 
 def _timed(device: torch.device, step, batches, warmup: int) -> float:
@@ -276,11 +281,8 @@ def profile_step(config: Config, steps: int = 5, warmup: int = 2, view_batches: 
     times: dict[str, list[float]] = {}
 
     def clock(phase, work):
-        _sync(device)
-        start = time.perf_counter()
-        out = work()
-        _sync(device)
-        times.setdefault(phase, []).append(time.perf_counter() - start)
+        out, seconds = _result_and_seconds(device, work)
+        times.setdefault(phase, []).append(seconds)
         return out
     for _ in range(warmup):
         train_step(state, *batch, config, runtime)
