@@ -1,5 +1,6 @@
 """The speed switches change how training runs, never what it computes."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from amdim_lib import build
+from amdim_lib import bench, build
 from amdim_lib.__main__ import main
 from amdim_lib.bench import PHASES, _phased_step, bench_against_official, bench_end_to_end, profile_step
 from amdim_lib.checkpoints import load_checkpoint
@@ -61,6 +62,30 @@ def test_end_to_end_benchmark_reads_the_real_pipeline():
     assert result["num_workers"] == 0 and result["batch_views"]
     for part in ("first_epoch", "later_epochs"):
         assert result[part]["seconds_per_step"] > 0 and result[part]["synthetic_seconds_per_step"] > 0
+
+
+def test_the_data_benchmark_times_its_second_epoch_over_images_already_read(monkeypatch):
+    """Its 'later epoch' figure is what every epoch after the first costs: the first must read the
+    whole split (even the batches it does not time), or the second renders images afresh."""
+    reads = collections.Counter()
+    build_data = bench.build_data
+
+    def counting(config):
+        pairs, *rest = build_data(config)
+        base = pairs.base
+
+        class Counted(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(base)
+
+            def __getitem__(self, index):
+                reads[index] += 1
+                return base[index]
+        pairs.base = Counted()
+        return (pairs, *rest)
+    monkeypatch.setattr(bench, "build_data", counting)
+    bench.bench_data(get_config("shapes", "smoke", train_size=8 * 4, batch_size=8), batches=2)
+    assert sorted(reads) == list(range(32)) and set(reads.values()) == {1}
 
 
 def test_torchrun_with_one_process_takes_the_ddp_path(tmp_path):
