@@ -67,8 +67,9 @@ def execution_summary(config: Config, device: torch.device, dtype: torch.dtype |
     else:
         why = ""
     precision = (f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "float32") + why
+    compiled = f"compiled ({config.compile_mode})" if config.compile else "eager"
     return (f"running on {device}: {precision}, {'channels-last' if config.channels_last else 'NCHW'} layout, "
-            f"{'compiled' if config.compile else 'eager'} encoder, {torch.get_num_threads()} threads")
+            f"{compiled} encoder, {torch.get_num_threads()} threads")
 
 
 def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:

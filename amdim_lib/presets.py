@@ -18,9 +18,12 @@ from .objectives import TASKS
 from .views import LEVELS, NORMALISATION, STRONG_POLICIES, VIEW_POLICIES, normalisation_for
 
 PRESETS_NAMES = ("smoke", "demo", "paper")
+# torch.compile's modes; reduce-overhead replays the encoder's kernels as CUDA graphs (on a GPU: for
+# small models whose step is bound by kernel launches; on a CPU it compiles like the default).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 # Configuration keys that say where and how a run executes, not what it computes (a run may resume,
 # or a finished result be reused, with other values of these).
-EXECUTION_KEYS = ("device", "num_workers", "download", "compile", "channels_last")
+EXECUTION_KEYS = ("device", "num_workers", "download", "compile", "compile_mode", "channels_last")
 _INFINITY = float("inf")
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
           "tuple[str, ...]": (tuple,), "tuple[float, float]": (tuple,), "tuple[int, ...]": (tuple,)}
@@ -75,6 +78,7 @@ class Config:
     amp: str = "auto"                    # auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off) | bf16 | fp16 | off
     channels_last: bool = True           # NHWC activations: faster convolutions on CPUs (oneDNN) and tensor cores
     compile: bool = False                # torch.compile the encoder (slow first steps, faster after; CUDA mostly)
+    compile_mode: str = "default"        # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
     num_workers: int = 0
     log_every: int = 10                  # steps between lines of metrics.jsonl
     eval_every: int = 1                  # epochs between evaluations of the online probes
@@ -126,6 +130,7 @@ class Config:
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
             need(value is None or value >= 1, f"{name}={value}; a positive count or None")
+        need(self.compile_mode in COMPILE_MODES, f"compile_mode={self.compile_mode!r}; choose {', '.join(COMPILE_MODES)}")
         need(self.on_nonfinite in ("stop", "skip"), f"on_nonfinite={self.on_nonfinite!r}; choose stop or skip")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}; must be >= 1")
         need(self.num_workers >= 0 and self.log_every >= 1 and self.eval_every >= 1 and self.checkpoint_every >= 0,

@@ -134,8 +134,8 @@ def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Mo
         # Measured with PyTorch 2.14: inductor's CPU code under a capped ATen ISA computes wrong losses.
         raise ValueError(f"compile=True with ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']} computes a "
                          "wrong step on the CPU; unset ATEN_CPU_CAPABILITY (ONEDNN_MAX_CPU_ISA is safe) or set compile=False")
-    return AMDIM(torch.compile(encoder) if config.compile else encoder, probes, config.channels_last, mixture,
-                 bn_per_view=config.bn_per_view)
+    encoder = torch.compile(encoder, mode=config.compile_mode) if config.compile else encoder
+    return AMDIM(encoder, probes, config.channels_last, mixture, bn_per_view=config.bn_per_view)
 
 
 def build_mixture(config: Config) -> nn.Module | None:
@@ -241,6 +241,8 @@ def train_step(state: TrainState, x1, x2, y, config: Config, runtime: Runtime):
     device, context = runtime.device, runtime.context
     x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
+    if config.compile and config.compile_mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()  # a new update: its graphs may reuse the last one's output memory
     with autocast(device, runtime.dtype):
         f1, f2, logits, components = state.model(x1, x2)
     # The objective outside autocast: scores and softmaxes over thousands of negatives in float32

@@ -110,6 +110,7 @@ def test_a_device_this_machine_lacks_is_named(monkeypatch, tmp_path, device, nam
     ("weight_decay=-1e-5", "weight_decay=-1e-05"),
     ("probe_dropout=1.0", "probe_dropout=1.0; a probability"),
     ("seed=-1", "seed=-1; an integer in [0, 2**32)"),
+    ("compile_mode=cudagraphs", "compile_mode='cudagraphs'; choose default, reduce-overhead, max-autotune"),
 ])
 def test_values_that_would_compute_nonsense_are_refused(setting, expected):
     message = exit_message(["train", "--preset", "smoke", "--set", setting, "--print-config"])
