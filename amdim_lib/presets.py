@@ -131,6 +131,8 @@ class Config:
             value = getattr(self, name)
             need(value is None or value >= 1, f"{name}={value}; a positive count or None")
         need(self.compile_mode in COMPILE_MODES, f"compile_mode={self.compile_mode!r}; choose {', '.join(COMPILE_MODES)}")
+        need(self.compile or self.compile_mode == "default",
+             f"compile_mode={self.compile_mode!r} does nothing without compile=True; set compile=True, or compile_mode=default")
         need(self.on_nonfinite in ("stop", "skip"), f"on_nonfinite={self.on_nonfinite!r}; choose stop or skip")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints={self.keep_checkpoints}; must be >= 1")
         need(self.num_workers >= 0 and self.log_every >= 1 and self.eval_every >= 1 and self.checkpoint_every >= 0,

@@ -111,6 +111,7 @@ def test_a_device_this_machine_lacks_is_named(monkeypatch, tmp_path, device, nam
     ("probe_dropout=1.0", "probe_dropout=1.0; a probability"),
     ("seed=-1", "seed=-1; an integer in [0, 2**32)"),
     ("compile_mode=cudagraphs", "compile_mode='cudagraphs'; choose default, reduce-overhead, max-autotune"),
+    ("compile_mode=reduce-overhead", "compile_mode='reduce-overhead' does nothing without compile=True"),
 ])
 def test_values_that_would_compute_nonsense_are_refused(setting, expected):
     message = exit_message(["train", "--preset", "smoke", "--set", setting, "--print-config"])
