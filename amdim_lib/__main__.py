@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import json
 import signal
+import statistics
 import sys
 from pathlib import Path
 
@@ -245,7 +246,7 @@ def cmd_bench(args) -> dict:
     if args.profile:
         result["profile"] = _print_profile(config, args.steps)
     if args.compare_official:
-        result["official"] = _print_official_comparison(config, args.compare_official)
+        result["official"] = _print_official_comparison(config, args.compare_official, result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result
@@ -265,7 +266,7 @@ def _print_profile(config, steps: int) -> dict:
     return profile
 
 
-def _print_official_comparison(config, official_dir: str) -> dict:
+def _print_official_comparison(config, official_dir: str, measured: dict) -> dict:
     try:
         compared = bench_against_official(config, official_dir)
     except (FileNotFoundError, ImportError) as error:
@@ -274,6 +275,10 @@ def _print_official_comparison(config, official_dir: str) -> dict:
     print(f"  against the official code in {official_dir} (same sizes, batch and inputs; {len(ours)} alternating "
           f"rounds): official {min(theirs):.3f}-{max(theirs):.3f} s/step, this library {min(ours):.3f}-{max(ours):.3f} "
           f"s/step: {compared['speedup']:.2f}x the official step rate (ratio of medians)")
+    if "gflop_per_step" in measured:  # the share at this comparison's median, which drifts less from the official's
+        compared["fraction_of_peak"] = measured["gflop_per_step"] / statistics.median(ours) / measured["matmul_peak_gflops"]
+        print(f"  at its median this library's step runs at {100 * compared['fraction_of_peak']:.0f}% of the "
+              f"{measured['matmul_peak_gflops']:.0f} GFLOP/s matmul above")
     return compared
 
 

@@ -59,7 +59,7 @@ def main() -> None:
                                   ("seconds_per_step", "official_seconds_per_step"))
                 # The share at the s/step shown (the alternating median), not at bench's own earlier timing:
                 # on a drifting machine the two differ by up to 10 points.
-                share = r["gflop_per_step"] / ours / r["matmul_peak_gflops"]
+                share = r["official"]["fraction_of_peak"]
                 rows.append(f"| {isa} | {name} | {variant} | {ours:.3f} | {official:.3f} | {r['official']['speedup']:.2f}x | "
                             f"{100 * share:.0f}% of {r['matmul_peak_gflops']:.0f} GFLOP/s |")
     table = "\n".join(rows)

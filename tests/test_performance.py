@@ -1,7 +1,9 @@
 """The speed switches change how training runs, never what it computes."""
 
 import collections
+import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -167,9 +169,15 @@ def test_official_step_is_timed_against_ours(tmp_path, capsys):
     assert len(compared["seconds_per_step"]) == len(compared["official_seconds_per_step"]) == 2
     assert compared["speedup"] > 0
     assert "model" not in sys.modules  # the official module names are not left behind
-    main(["bench", "--preset", "smoke", "--batch-size", "8", "--steps", "2", "--no-data", "--no-flops",
-          "--compare-official", str(tmp_path)])
+    out = tmp_path / "bench.json"
+    main(["bench", "--preset", "smoke", "--batch-size", "8", "--steps", "2", "--no-data",
+          "--compare-official", str(tmp_path), "--json", str(out)])
     assert "the official step rate" in capsys.readouterr().out
+    # The share of the peak is reported at the comparison's median too, the s/step printed beside the ratio.
+    result = json.loads(out.read_text())
+    median = statistics.median(result["official"]["seconds_per_step"])
+    assert result["official"]["fraction_of_peak"] == pytest.approx(
+        result["gflop_per_step"] / median / result["matmul_peak_gflops"])
     message = exit_message(["bench", "--preset", "smoke", "--no-data", "--no-flops", "--compare-official",
                             str(tmp_path / "nowhere")])
     assert "model.py" in message and "amdim-public" in message
