@@ -39,9 +39,8 @@ def bench(name, dataset, preset, batch, amp, compiled, small, extra=(), mode="de
 
 # The paper's CIFAR-10 model (ndf 320, n_rkhs 1280, n_depth 10) at its batch of 200.
 CIFAR_PAPER = ("--set", "ndf=320", "--set", "n_rkhs=1280", "--set", "n_depth=10")
-CIFAR_STEPS_PER_EPOCH, CIFAR_EPOCHS = 50_000 // 200, 300   # the full schedule: 75,000 updates
 # Full paper schedules of the benchmarked models: (items in the training split, epochs).
-SCHEDULES = {"CIFAR paper model": (50_000, CIFAR_EPOCHS), "128px bf16": (1_281_167, 100)}
+SCHEDULES = {"CIFAR paper model": (50_000, 300), "128px bf16": (1_281_167, 100)}
 
 
 def runs(small: bool, workers: int, cifar_dir: str):
@@ -105,11 +104,11 @@ def main():
             continue
         record = {"name": name, "wall_s": round(time.monotonic() - start, 1), "rc": done.returncode,
                   "stdout": done.stdout[-1500:], "stderr": done.stderr[-1500:] if done.returncode else ""}
-        record.update(projection(name, done.stdout))
+        record.update(projection(done.stdout))
         if json_path.exists():
             record.update(json.loads(json_path.read_text()))
-            record.update(schedule_hours(name, record))
             json_path.unlink()
+        record.update(schedule_hours(name, record))
         results.append(record)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: rc {done.returncode}, {record['wall_s']} s\n{done.stdout[-800:]}",
               flush=True)
@@ -119,28 +118,22 @@ def main():
     (out / "gpu_check.md").write_text(table(results))
 
 
-def projection(name: str, stdout: str) -> dict:
-    """For a training run: its measured s/step and images/s (from train's closing line; one process
-    against torchrun's shows DDP's overhead), and for the CIFAR one the wall time of the full
-    300-epoch schedule at that speed."""
+def projection(stdout: str) -> dict:
+    """For a training run: its measured s/step and images/s, from train's closing line (one process
+    against torchrun's shows DDP's overhead)."""
     found = re.search(r"done: (\d+) steps in ([\d.]+) s \(([\d.]+) images/s\)", stdout)
     if not found:
         return {}
     steps, seconds, images = int(found[1]), float(found[2]), float(found[3])
-    per_step = seconds / steps
-    record = {"seconds_per_step": per_step, "images_per_s": images, "peak_memory_mib": float("nan")}
-    if "CIFAR" in name:
-        hours = per_step * CIFAR_STEPS_PER_EPOCH * CIFAR_EPOCHS / 3600
-        record.update(projected_full_schedule_h=hours, projected_8_gpus_h=hours / 8)
-    return record
+    return {"seconds_per_step": seconds / steps, "images_per_s": images, "peak_memory_mib": float("nan")}
 
 
 def schedule_hours(name: str, result: dict) -> dict:
-    """The full paper schedule of a benchmarked model at its measured rate (`bench` counts both
-    views), on one GPU and on eight at linear scaling: an upper bound on DDP's speed-up, which one GPU
-    cannot measure."""
+    """The full paper schedule of a row's model at its measured rate (`bench` and `train` both count
+    both views), on one GPU and on eight at linear scaling: an upper bound on DDP's speed-up, which
+    one GPU cannot measure."""
     for key, (items, epochs) in SCHEDULES.items():
-        if key in name:
+        if key in name and "images_per_s" in result:
             hours = epochs * items / (result["images_per_s"] / 2) / 3600
             return {"projected_full_schedule_h": hours, "projected_8_gpus_h": hours / 8}
     return {}
