@@ -331,8 +331,8 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
     # the default variants (names of amdim_lib.sweep.VARIANTS, or "all") and seeds, and how many images the
     # probes use (None: the whole split). Three AMDIM configurations form a small factorial design:
     # full -> single_scale removes multiscale prediction, single_scale -> dim_baseline then removes
-    # augmentation, beside the untrained encoder (and the supervised baseline at smoke). The demo budget keeps it within CPU
-    # minutes, far from converged: its table can show the direction of large effects only, and the
+    # augmentation, beside the untrained encoder (and the supervised baseline at smoke). The demo budget
+    # keeps it within CPU minutes, far from converged: its table can show the direction of large effects only, and the
     # notebook says when it cannot. More variants or updates are one parameter away in the notebook.
     "06": {
         "smoke": dict(steps=8, variants=("full", "dim_baseline", "supervised", "random_init"), n_seeds=2,

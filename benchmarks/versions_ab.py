@@ -7,8 +7,7 @@ The other checkout's `amdim_lib` is imported under another name (its imports are
 steps are built at the same preset and batch on synthetic inputs (on the CPU), and they alternate
 in one process (`amdim_lib.bench.alternate`) so that a shared machine's drift falls on both. Prints
 each side's s/step per round and the ratio of medians (other / this: above 1 means this checkout is
-faster). Set the ISA caps of
-benchmarks/isa_table.py in the environment to measure at AVX2.
+faster). Set the ISA caps of benchmarks/isa_table.py in the environment to measure at AVX2.
 """
 
 from __future__ import annotations
