@@ -332,8 +332,9 @@ WORKBOOK_SIZES: dict[str, dict[str, dict]] = {
     # probes use (None: the whole split). Three AMDIM configurations form a small factorial design:
     # full -> single_scale removes multiscale prediction, single_scale -> dim_baseline then removes
     # augmentation, beside the untrained encoder (and the supervised baseline at smoke). The demo budget
-    # keeps it within CPU minutes, far from converged: its table can show the direction of large effects only, and the
-    # notebook says when it cannot. More variants or updates are one parameter away in the notebook.
+    # keeps it within CPU minutes, far from converged: its table can show the direction of large effects
+    # only, and the notebook says when it cannot. More variants or updates are one parameter away in the
+    # notebook.
     "06": {
         "smoke": dict(steps=8, variants=("full", "dim_baseline", "supervised", "random_init"), n_seeds=2,
                       probe_train=256, probe_test=128),
