@@ -91,13 +91,27 @@ class Conv3x3(nn.Module):
 
 
 def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """conv(x); as one matmul when the kernel covers the whole unpadded map (the last unit: 3x3 -> 1x1,
-    then 1x1 on 1x1), where oneDNN's convolution backward ran 3-8x slower than the same product."""
-    if x.shape[-2:] != conv.kernel_size or conv.padding != (0, 0):
-        return conv(x)
-    # (H, W, C) order: a view of a channels-last input; the weight is small enough to reorder.
-    weight = conv.weight.permute(0, 2, 3, 1).flatten(1)
-    return F.linear(x.permute(0, 2, 3, 1).flatten(1), weight, conv.bias)[:, :, None, None]
+    """conv(x), computed as one matmul where oneDNN's convolution backward was measured slower than
+    the same product: a kernel covering the whole unpadded map (the last unit: 3x3 -> 1x1, 3-8x slower)
+    and, in bf16 on the CPU, a 1x1 convolution of at least WIDE_1X1 channels on a channels-last map
+    (its weight gradient 1.2-2x slower; narrower maps went the other way)."""
+    if x.shape[-2:] == conv.kernel_size and conv.padding == (0, 0):
+        # (H, W, C) order: a view of a channels-last input; the weight is small enough to reorder.
+        weight = conv.weight.permute(0, 2, 3, 1).flatten(1)
+        return F.linear(x.permute(0, 2, 3, 1).flatten(1), weight, conv.bias)[:, :, None, None]
+    if conv.kernel_size == (1, 1) and _wide_bf16_cpu(conv, x):
+        return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    return conv(x)
+
+
+WIDE_1X1 = 512  # measured on an AMD EPYC with AVX-512 BF16 (benchmarks/LOG.md)
+
+
+def _wide_bf16_cpu(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            and min(conv.in_channels, conv.out_channels) >= WIDE_1X1 and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1 and x.is_contiguous(memory_format=torch.channels_last))
 
 
 class ConvResNxN(nn.Module):
@@ -152,8 +166,8 @@ class LocalHead(nn.Module):
                 self.shortcut.weight[:, :, 0, 0].diagonal().fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.conv2(F.relu(self.bn1(self.conv1(x))))
-        return self.bn_out(branch + self.shortcut(x))
+        branch = convolve(self.conv2, F.relu(self.bn1(convolve(self.conv1, x))))
+        return self.bn_out(branch + convolve(self.shortcut, x))
 
 
 def local_width(image_size: int, ndf: int) -> int:

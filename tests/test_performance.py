@@ -16,7 +16,7 @@ from amdim_lib.__main__ import main
 from amdim_lib.bench import PHASES, _phased_step, bench_against_official, bench_end_to_end, profile_step
 from amdim_lib.checkpoints import load_checkpoint
 from amdim_lib.presets import get_config
-from amdim_lib.train import Runtime, build_state, train, train_step
+from amdim_lib.train import Runtime, build_optimisation, build_state, train, train_step
 
 from cli_exit import exit_message
 
@@ -250,3 +250,55 @@ def test_compile_is_refused_where_it_was_measured_to_compute_a_wrong_step(monkey
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     with pytest.raises(ValueError, match="ATEN_CPU_CAPABILITY"):
         _one_step(get_config("shapes", "smoke", compile=True))
+
+
+def test_fused_adam_makes_the_plain_adam_update_whatever_the_gradients_layout():
+    # Fused Adam pairs parameter and gradient in memory order: an NCHW gradient on a channels-last
+    # weight (possible only if assigned by hand) must be re-laid out first, or the wrong weights move.
+    config = get_config("shapes", "smoke", warmup_steps=0, weight_decay=1e-4)
+    updates = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+        linear = torch.nn.Linear(3, 2)
+        if fused:
+            optimizer, _, _ = build_optimisation(config, conv, linear, torch.device("cpu"), 10)
+            assert optimizer.defaults["fused"]
+        else:
+            optimizer = torch.optim.Adam([*conv.parameters(), *linear.parameters()], lr=config.lr,
+                                         betas=config.betas, eps=config.eps, weight_decay=config.weight_decay,
+                                         foreach=False)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in (*conv.parameters(), *linear.parameters()):
+                p.grad = torch.randn(p.shape, generator=generator)  # contiguous: NCHW for the conv weight
+            optimizer.step()
+        assert not conv.weight.grad.is_contiguous() or not fused  # re-laid out like its weight
+        updates.append(torch.cat([p.detach().flatten() for p in (*conv.parameters(), *linear.parameters())]))
+    assert torch.allclose(updates[0], updates[1], rtol=1e-5, atol=1e-7)
+
+
+def test_wide_1x1_convolutions_as_matmuls_compute_the_same_bf16_step(monkeypatch):
+    # In bf16 on the CPU a 1x1 convolution of >= WIDE_1X1 channels runs as a matmul; lowered to every
+    # width here, the whole step must match the convolutions' to bf16 precision.
+    from amdim_lib import encoder as encoder_module
+    config = get_config("shapes", "smoke", warmup_steps=0, probe_dropout=0.0)
+    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 10
+    results = []
+    for wide in (10**9, 1):
+        monkeypatch.setattr(encoder_module, "WIDE_1X1", wide)
+        calls = []
+        monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda self, x, f=torch.nn.Conv2d.forward: calls.append(
+            self.kernel_size) or f(self, x))
+        state = _fresh_state(config)
+        losses, _, _ = train_step(state, x1, x2, y, config, Runtime(torch.device("cpu"), torch.bfloat16))
+        results.append((losses, torch.cat([p.grad.flatten() for p in state.encoder.parameters()]), calls))
+    (plain, plain_grad, plain_calls), (matmul, matmul_grad, matmul_calls) = results
+    assert (1, 1) in plain_calls and (1, 1) not in matmul_calls  # every 1x1 went the other way
+    for key in plain:
+        assert abs(matmul[key].item() - plain[key].item()) < 0.01 * abs(plain[key].item()) + 1e-3, key
+    assert torch.nn.functional.cosine_similarity(plain_grad, matmul_grad, dim=0) > 0.999
+    # Outside bf16 autocast the convolutions stay convolutions.
+    x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
+    assert not encoder_module._wide_bf16_cpu(torch.nn.Conv2d(8, 8, 1), x)
