@@ -302,9 +302,10 @@ def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch:
     """Adam over encoder, probes and the `extra` modules, the warm-up + step-decay schedule, and the
     fp16 grad scaler."""
     params = [p for module in (encoder, probes, *extra) for p in module.parameters()]
-    # Fused: one pass over each tensor instead of a dozen elementwise ops (CPU and CUDA alike).
+    # Fused: one pass over each tensor instead of a dozen elementwise ops (on the CPU and CUDA since
+    # PyTorch 2.4; other devices keep the default kernels).
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
-                                 weight_decay=config.weight_decay, fused=True)
+                                 weight_decay=config.weight_decay, fused=device.type in ("cpu", "cuda") or None)
     optimizer.register_step_pre_hook(_gradients_in_parameter_layout)
     milestone_steps = [m * steps_per_epoch for m in config.milestones]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
