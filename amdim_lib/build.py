@@ -7,7 +7,10 @@ and notebooks build the same pieces the loop does without importing the loop.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -58,6 +61,28 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_freed_memory_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for the next training step instead of returning it.
+
+    By default it maps each block above 32 MiB afresh and unmaps it when freed (a float32 30x30 map of
+    the paper-size model at batch 64 is 59 MiB), so every step faults those pages in again: a 1x1
+    convolution on such a map ran 3x slower, whole CPU steps 1.01-1.12x (benchmarks/LOG.md). Linux with
+    glibc only, and not where the user set malloc's own variables; returns whether it was set."""
+    global _freed_memory_kept
+    chosen = any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) or \
+        "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    if _freed_memory_kept or chosen or not sys.platform.startswith("linux"):
+        return _freed_memory_kept
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # (the process's own C library)
+    limit = ctypes.c_int(2**31 - 1)
+    _freed_memory_kept = bool(mallopt and mallopt(_M_MMAP_THRESHOLD, limit) and mallopt(_M_TRIM_THRESHOLD, limit))
+    return _freed_memory_kept
+
+
 def execution_summary(config: Config, device: torch.device, dtype: torch.dtype | None) -> str:
     """One line for a run's log: how this machine runs the configuration, and why where it chose."""
     if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
@@ -68,8 +93,9 @@ def execution_summary(config: Config, device: torch.device, dtype: torch.dtype |
         why = ""
     precision = (f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "float32") + why
     compiled = f"compiled ({config.compile_mode})" if config.compile else "eager"
+    kept = ", freed memory kept for reuse (glibc malloc)" if device.type == "cpu" and _freed_memory_kept else ""
     return (f"running on {device}: {precision}, {'channels-last' if config.channels_last else 'NCHW'} layout, "
-            f"{compiled} encoder, {torch.get_num_threads()} threads")
+            f"{compiled} encoder, {torch.get_num_threads()} threads{kept}")
 
 
 def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:

@@ -29,8 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .build import (autocast, autocast_dtype, build_data, build_encoder, execution_summary, make_loader, select_device,
-                    steps_per_epoch)
+from .build import (autocast, autocast_dtype, build_data, build_encoder, execution_summary, keep_freed_memory,
+                    make_loader, select_device, steps_per_epoch)
 from .checkpoints import (last_checkpoint_text, latest_run_checkpoint, save_json, save_run_checkpoint,
                           truncate_metrics, unusable_checkpoint)
 from .datasets import EXPECTED_CLASSES
@@ -428,6 +428,8 @@ def start_runtime(config: Config) -> Runtime:
                half_precision=dtype is not None)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
+    else:
+        keep_freed_memory()
     return Runtime(device, dtype, context)
 
 

@@ -302,3 +302,39 @@ def test_wide_1x1_convolutions_as_matmuls_compute_the_same_bf16_step(monkeypatch
     # Outside bf16 autocast the convolutions stay convolutions.
     x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
     assert not encoder_module._wide_bf16_cpu(torch.nn.Conv2d(8, 8, 1), x)
+
+
+MAPPED_BYTES = """
+import ctypes, torch
+from amdim_lib import build
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+def mapped_by_a_new_tensor():
+    before = libc.mallinfo2().hblkhd
+    t = torch.empty(64 << 20, dtype=torch.uint8)
+    return libc.mallinfo2().hblkhd - before
+plain = mapped_by_a_new_tensor()
+print(plain, build.keep_freed_memory(), mapped_by_a_new_tensor())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings exist on Linux only")
+def test_training_keeps_freed_memory_instead_of_mapping_large_tensors_afresh(monkeypatch):
+    # By default glibc maps every block above 32 MiB anew (and faults its pages in on every step).
+    def run(**env):
+        done = subprocess.run([sys.executable, "-c", MAPPED_BYTES], capture_output=True, text=True, timeout=120,
+                              env={**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **env,
+                                   "PYTHONPATH": str(Path(__file__).parents[1])})
+        assert done.returncode == 0, done.stderr[-2000:]
+        plain, kept, after = done.stdout.split()
+        return int(plain), kept == "True", int(after)
+    plain, kept, after = run()
+    assert plain >= 64 << 20 and kept and after == 0
+    plain, kept, after = run(MALLOC_MMAP_THRESHOLD_="1000000")  # the user's own setting wins
+    assert not kept and after >= 64 << 20
+    monkeypatch.setattr(build, "_freed_memory_kept", True)
+    summary = build.execution_summary(get_config("shapes", "smoke"), torch.device("cpu"), None)
+    assert "freed memory kept" in summary
