@@ -19,11 +19,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .presets import Config
-from .build import autocast, autocast_dtype, build_data, keep_freed_memory, select_device
+from .build import autocast, autocast_dtype, build_data, select_device
 from .objectives import amdim_loss
 from .official_code import OfficialStep, import_official, official_shims
 from .probes import probe_loss
-from .train import Runtime, TrainState, build_state, epoch_loader, train_step
+from .train import Runtime, TrainState, build_state, epoch_loader, prepare_device, train_step
 
 
 # Environment variables that cap the vector ISA of oneDNN, ATen and MKL (to emulate an older CPU).
@@ -93,10 +93,7 @@ def _sync(device: torch.device) -> None:
 
 def _training_state(config: Config) -> tuple[TrainState, Runtime]:
     device = select_device(config.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
-        keep_freed_memory()
+    prepare_device(device)
     torch.manual_seed(config.seed)
     return build_state(config, 10, device, steps_per_epoch=1), Runtime(device, autocast_dtype(config.amp, device))
 

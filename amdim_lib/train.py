@@ -426,11 +426,17 @@ def start_runtime(config: Config) -> Runtime:
     dtype = autocast_dtype(config.amp, device)
     check_fits(config, device, config.batch_size // context.world_size, EXPECTED_CLASSES.get(config.dataset, 10),
                half_precision=dtype is not None)
+    prepare_device(device)
+    return Runtime(device, dtype, context)
+
+
+def prepare_device(device: torch.device) -> None:
+    """Process-wide settings for training on `device`: on CUDA cuDNN's autotuner (fixed input shapes:
+    the fastest kernels are picked once), on the CPU freed memory kept for the next step."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
+        torch.backends.cudnn.benchmark = True
     else:
         keep_freed_memory()
-    return Runtime(device, dtype, context)
 
 
 def resume_from_checkpoint(state: TrainState, config: Config, out: Path) -> None:
