@@ -8,6 +8,8 @@ steps are built at the same preset and batch on synthetic inputs (on the CPU), a
 in one process (`amdim_lib.bench.alternate`) so that a shared machine's drift falls on both. Prints
 each side's s/step per round and the ratio of medians (other / this: above 1 means this checkout is
 faster). Set the ISA caps of benchmarks/isa_table.py in the environment to measure at AVX2.
+Process-wide settings apply to both sides (the freed memory that `train.prepare_device` keeps on
+the CPU, once either side has set it): compare such a setting by toggling it in one process instead.
 """
 
 from __future__ import annotations
