@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -49,12 +51,41 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+BF16_MIN_SPEEDUP = 1.25  # how much faster than float32 a bf16 convolution must run for amp=auto to pick it
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """float32's time over bf16's for one convolution's forward and backward on this CPU, measured once
+    per process (a 3x3 on 16 images of 128x16x16, best of 3, about 0.3 s); 0.0 where bf16 is not native.
+
+    Native bf16 is not always faster: with AMX it ran 2.6-4.1x float32's speed, on an AMD EPYC with
+    AVX-512 BF16 about 2x, but on an Intel Xeon whose oneDNN was capped below AMX 0.6x (whole paper-size
+    steps 1.45x slower; benchmarks/LOG.md), so the hardware's flags alone cannot choose."""
+    if not cpu_has_native_bf16():
+        return 0.0
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 128, 16, 16, generator=generator).to(memory_format=torch.channels_last).requires_grad_()
+    w = (torch.randn(128, 128, 3, 3, generator=generator) / 34).to(memory_format=torch.channels_last).requires_grad_()
+
+    def seconds(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = torch.nn.functional.conv2d(x, w, padding=1)
+        y.backward(torch.ones_like(y))
+        return time.perf_counter() - start
+
+    best = {bf16: min(seconds(bf16) for _ in range(4)) for bf16 in (False, True)}  # the first: a warm-up
+    return best[False] / best[True]
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `amp` on `device`, or None for full precision. `auto` is bf16 where the
-    hardware runs it (CUDA with bf16, else fp16; CPUs with native bf16), full precision elsewhere."""
+    hardware runs it fast (CUDA with bf16, else fp16; CPUs whose bf16 convolution was measured at least
+    BF16_MIN_SPEEDUP times float32's speed), full precision elsewhere."""
     if amp == "auto":
         if device.type == "cpu":
-            return torch.bfloat16 if cpu_has_native_bf16() else None
+            return torch.bfloat16 if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else None
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -85,12 +116,18 @@ def keep_freed_memory() -> bool:
 
 def execution_summary(config: Config, device: torch.device, dtype: torch.dtype | None) -> str:
     """One line for a run's log: how this machine runs the configuration, and why where it chose."""
-    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
-        why = " (emulated on this CPU: many times slower than float32; amp=auto chooses for you)"
-    elif device.type == "cpu" and config.amp == "auto":
-        why = " (amp=auto: this CPU has native bf16)" if dtype else " (amp=auto: no native bf16 on this CPU)"
-    else:
-        why = ""
+    why = ""
+    if device.type == "cpu" and (config.amp == "auto" or dtype == torch.bfloat16):
+        speedup = cpu_bf16_speedup()
+        if not speedup:
+            why = (" (emulated on this CPU: many times slower than float32; amp=auto chooses for you)" if dtype
+                   else " (amp=auto: no native bf16 on this CPU)")
+        else:
+            measured = f"a bf16 convolution ran {speedup:.1f}x float32's speed on this CPU"
+            if config.amp == "auto":
+                why = f" (amp=auto: {measured})"
+            elif speedup < BF16_MIN_SPEEDUP:
+                why = f" ({measured}: amp=auto would choose float32)"
     precision = (f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "float32") + why
     compiled = f"compiled ({config.compile_mode})" if config.compile else "eager"
     kept = ", freed memory kept for reuse (glibc malloc)" if device.type == "cpu" and _freed_memory_kept else ""

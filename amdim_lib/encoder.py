@@ -91,26 +91,47 @@ class Conv3x3(nn.Module):
 
 
 def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """conv(x), computed as one matmul where oneDNN's convolution backward was measured slower than
-    the same product: a kernel covering the whole unpadded map (the last unit: 3x3 -> 1x1, 3-8x slower)
-    and, in bf16 on the CPU, a 1x1 convolution of at least WIDE_1X1 channels on a channels-last map
-    (its weight gradient 1.2-2x slower; narrower maps went the other way)."""
-    if x.shape[-2:] == conv.kernel_size and conv.padding == (0, 0):
-        # (H, W, C) order: a view of a channels-last input; the weight is small enough to reorder.
-        weight = conv.weight.permute(0, 2, 3, 1).flatten(1)
-        return F.linear(x.permute(0, 2, 3, 1).flatten(1), weight, conv.bias)[:, :, None, None]
+    """conv(x), computed as one matmul over its patches where oneDNN's convolution was measured slower
+    than the same product (benchmarks/LOG.md): a kernel covering the whole unpadded map (the last unit,
+    3x3 -> 1x1: its backward 3-8x slower); on the CPU, a stride-1 unpadded kxk convolution of at least
+    WIDE channels (3x3 on 5x5 maps 1.6-2.9x slower, on 7x7 maps 1.03-1.3x; at 128 channels the
+    convolution won); and, in bf16 on the CPU, a 1x1 convolution of at least WIDE channels on a
+    channels-last map (its weight gradient 1.2-2x slower; in float32 MKL's matmul lost)."""
+    if x.shape[-2:] == conv.kernel_size and conv.padding == (0, 0) or _wide_patches_cpu(conv, x):
+        return _patch_matmul(conv, x)
     if conv.kernel_size == (1, 1) and _wide_bf16_cpu(conv, x):
         return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
     return conv(x)
 
 
-WIDE_1X1 = 512  # measured on an AMD EPYC with AVX-512 BF16 (benchmarks/LOG.md)
+WIDE = 512  # measured on an AMD EPYC with AVX-512 BF16, and capped at AVX2 (benchmarks/LOG.md)
+
+
+def _patch_matmul(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A stride-1 unpadded convolution as (B, h, w, k*k*C) patches times the flattened kernel."""
+    kh, kw = conv.kernel_size
+    h, w = x.shape[-2] - kh + 1, x.shape[-1] - kw + 1
+    if torch.amp.is_autocast_available(x.device.type) and torch.is_autocast_enabled(x.device.type):
+        # Cast the map here, not its k*k times larger patches in F.linear.
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    rows = x.permute(0, 2, 3, 1)  # (B, H, W, C): a view of a channels-last map
+    if (h, w) == (1, 1):
+        patches = rows.reshape(len(x), 1, 1, -1)
+    else:  # (i, j, C) order, as the kernel flattens below
+        patches = torch.stack([rows[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], 3).flatten(3)
+    weight = conv.weight.permute(0, 2, 3, 1).flatten(1)
+    return F.linear(patches, weight, conv.bias).permute(0, 3, 1, 2)
+
+
+def _wide_patches_cpu(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and conv.kernel_size != (1, 1) and conv.in_channels >= WIDE
+            and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
 
 
 def _wide_bf16_cpu(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
             and torch.get_autocast_dtype("cpu") == torch.bfloat16
-            and min(conv.in_channels, conv.out_channels) >= WIDE_1X1 and conv.stride == (1, 1)
+            and min(conv.in_channels, conv.out_channels) >= WIDE and conv.stride == (1, 1)
             and conv.padding == (0, 0) and conv.groups == 1 and x.is_contiguous(memory_format=torch.channels_last))
 
 

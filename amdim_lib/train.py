@@ -424,6 +424,8 @@ def start_runtime(config: Config) -> Runtime:
         raise ValueError(f"batch_size={config.batch_size} (the global batch) must be divisible by the "
                          f"{context.world_size} processes")
     dtype = autocast_dtype(config.amp, device)
+    if config.amp == "auto" and device.type == "cpu":  # each rank timed its own probe: all must agree
+        dtype = torch.bfloat16 if distributed.any_rank(dtype is not None, context) else None
     check_fits(config, device, config.batch_size // context.world_size, EXPECTED_CLASSES.get(config.dataset, 10),
                half_precision=dtype is not None)
     prepare_device(device)

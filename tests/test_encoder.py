@@ -42,29 +42,43 @@ def test_feature_shapes_and_every_parameter_is_used(image_size, use_bn):
     assert not unused, f"parameters outside the forward pass: {unused}"
 
 
+def _conv_and_grads(f, conv, x):
+    out = f(x)
+    (out * torch.arange(1.0, conv.out_channels + 1).view(1, -1, 1, 1)).sum().backward()
+    grads = [x.grad.clone(), conv.weight.grad.clone()] + ([conv.bias.grad.clone()] if conv.bias is not None else [])
+    x.grad = conv.weight.grad = None
+    if conv.bias is not None:
+        conv.bias.grad = None
+    return out, grads
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("kernel,bias", [(3, False), (1, False), (3, True)])
-def test_a_convolution_over_its_whole_map_is_the_same_matmul(kernel, bias, channels_last):
+@pytest.mark.parametrize("kernel,size,bias", [(3, 3, False), (1, 1, False), (3, 3, True), (3, 5, True), (3, 7, False),
+                                              (2, 6, False)])
+def test_a_convolution_as_a_matmul_over_its_patches_is_the_same(kernel, size, bias, channels_last, monkeypatch):
+    # A kernel covering its map always goes this way; on the CPU so does a kxk convolution of >= WIDE
+    # channels (lowered to these 6 here).
+    from amdim_lib import encoder as encoder_module
+    monkeypatch.setattr(encoder_module, "WIDE", 6)
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(6, 10, kernel, bias=bias)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    conv = conv.to(memory_format=layout)
+    conv = torch.nn.Conv2d(6, 10, kernel, bias=bias).to(memory_format=layout)
     calls = []
     conv.register_forward_hook(lambda *args: calls.append(args))
-    x = torch.randn(4, 6, kernel, kernel).contiguous(memory_format=layout).requires_grad_()
-    fast = convolve(conv, x)
-    assert not calls, "a kernel covering the map should be computed as a matmul, not by the convolution"
-    (fast * torch.arange(10.0).view(1, 10, 1, 1)).sum().backward()
-    fast_grads = [x.grad.clone(), conv.weight.grad.clone()]
-    x.grad, conv.weight.grad = None, None
-    plain = conv(x)
-    (plain * torch.arange(10.0).view(1, 10, 1, 1)).sum().backward()
-    assert fast.shape == plain.shape == (4, 10, 1, 1)
+    x = torch.randn(4, 6, size, size).contiguous(memory_format=layout).requires_grad_()
+    fast, fast_grads = _conv_and_grads(lambda v: convolve(conv, v), conv, x)
+    assert not calls, "this convolution should be computed as a matmul"
+    plain, plain_grads = _conv_and_grads(conv, conv, x)
+    assert fast.shape == plain.shape == (4, 10, size - kernel + 1, size - kernel + 1)
     torch.testing.assert_close(fast, plain)
-    torch.testing.assert_close(fast_grads, [x.grad, conv.weight.grad])
+    torch.testing.assert_close(fast_grads, plain_grads)
     calls.clear()
-    convolve(conv, torch.randn(4, 6, kernel + 2, kernel + 2))  # a larger map: the convolution itself
-    assert len(calls) == 1
+    strided = torch.nn.Conv2d(6, 10, kernel, stride=2)
+    strided.register_forward_hook(lambda *args: calls.append(args))
+    convolve(strided, torch.randn(4, 6, size + 2, size + 2))  # strided: the convolution itself
+    monkeypatch.setattr(encoder_module, "WIDE", 7)
+    convolve(conv, torch.randn(4, 6, size + 2, size + 2))  # narrower than WIDE: the convolution itself
+    assert len(calls) == 2
 
 
 def test_fresh_residual_units_are_pooled_identities():

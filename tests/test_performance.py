@@ -2,6 +2,7 @@
 
 import collections
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -233,17 +234,39 @@ def test_bf16_autocast_computes_the_same_step_to_bf16_precision():
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
 
 
-def test_amp_auto_chooses_bf16_only_on_cpus_that_run_it(monkeypatch):
+def test_amp_auto_chooses_bf16_only_on_cpus_that_run_it_fast(monkeypatch):
     cpu = torch.device("cpu")
     config = get_config("shapes", "smoke")
-    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(build, "cpu_bf16_speedup", lambda: 3.2)  # e.g. AMX
     assert build.autocast_dtype("auto", cpu) == torch.bfloat16
-    assert "native bf16" in build.execution_summary(config, cpu, torch.bfloat16)
-    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: False)
+    assert "amp=auto: a bf16 convolution ran 3.2x" in build.execution_summary(config, cpu, torch.bfloat16)
+    monkeypatch.setattr(build, "cpu_bf16_speedup", lambda: 0.6)  # native, but slower than float32
+    assert build.autocast_dtype("auto", cpu) is None
+    assert "ran 0.6x float32's speed" in build.execution_summary(config, cpu, None)
+    assert build.autocast_dtype("bf16", cpu) == torch.bfloat16  # asked for: given, and the log says what it costs
+    assert "amp=auto would choose float32" in build.execution_summary(config.replace(amp="bf16"), cpu, torch.bfloat16)
+    monkeypatch.setattr(build, "cpu_bf16_speedup", lambda: 0.0)  # not native
     assert build.autocast_dtype("auto", cpu) is None and build.autocast_dtype("off", cpu) is None
     assert "no native bf16" in build.execution_summary(config, cpu, None)
-    assert build.autocast_dtype("bf16", cpu) == torch.bfloat16  # asked for: given, and the log says what it costs
     assert "emulated" in build.execution_summary(config.replace(amp="bf16"), cpu, torch.bfloat16)
+
+
+def test_the_bf16_probe_times_both_precisions_only_where_bf16_is_native(monkeypatch):
+    build.cpu_bf16_speedup.cache_clear()
+    try:
+        monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: False)
+        assert build.cpu_bf16_speedup() == 0.0
+        build.cpu_bf16_speedup.cache_clear()
+        monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: True)
+        timed = []
+        real = torch.nn.functional.conv2d
+        monkeypatch.setattr(torch.nn.functional, "conv2d", lambda *a, **k: timed.append(torch.is_autocast_enabled("cpu"))
+                            or real(*a, **k))
+        speedup = build.cpu_bf16_speedup()
+        assert speedup > 0 and math.isfinite(speedup)
+        assert timed.count(False) == timed.count(True) == 4  # a warm-up and 3 timed runs each
+    finally:
+        build.cpu_bf16_speedup.cache_clear()
 
 
 def test_compile_is_refused_where_it_was_measured_to_compute_a_wrong_step(monkeypatch):
@@ -278,28 +301,34 @@ def test_fused_adam_makes_the_plain_adam_update_whatever_the_gradients_layout():
     assert torch.allclose(updates[0], updates[1], rtol=1e-5, atol=1e-7)
 
 
-def test_wide_1x1_convolutions_as_matmuls_compute_the_same_bf16_step(monkeypatch):
-    # In bf16 on the CPU a 1x1 convolution of >= WIDE_1X1 channels runs as a matmul; lowered to every
-    # width here, the whole step must match the convolutions' to bf16 precision.
+@pytest.mark.parametrize("amp", ["bf16", "off"])
+def test_wide_convolutions_as_matmuls_compute_the_same_step(monkeypatch, amp):
+    # On the CPU a stride-1 kxk convolution of >= WIDE channels runs as a matmul over its patches, and
+    # in bf16 so does a 1x1 one; lowered to every width here, the whole step must match the convolutions'.
     from amdim_lib import encoder as encoder_module
     config = get_config("shapes", "smoke", warmup_steps=0, probe_dropout=0.0)
     x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.arange(8) % 10
+    dtype = torch.bfloat16 if amp == "bf16" else None
     results = []
     for wide in (10**9, 1):
-        monkeypatch.setattr(encoder_module, "WIDE_1X1", wide)
+        monkeypatch.setattr(encoder_module, "WIDE", wide)
         calls = []
         monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda self, x, f=torch.nn.Conv2d.forward: calls.append(
-            self.kernel_size) or f(self, x))
+            (self.kernel_size, self.stride)) or f(self, x))
         state = _fresh_state(config)
-        losses, _, _ = train_step(state, x1, x2, y, config, Runtime(torch.device("cpu"), torch.bfloat16))
+        losses, _, _ = train_step(state, x1, x2, y, config, Runtime(torch.device("cpu"), dtype))
         results.append((losses, torch.cat([p.grad.flatten() for p in state.encoder.parameters()]), calls))
     (plain, plain_grad, plain_calls), (matmul, matmul_grad, matmul_calls) = results
-    assert (1, 1) in plain_calls and (1, 1) not in matmul_calls  # every 1x1 went the other way
+    # The stem calls its convolution directly; every other stride-1 kxk went the other way, and so did
+    # every 1x1 in bf16.
+    assert plain_calls.count(((3, 3), (1, 1))) > 2 and matmul_calls.count(((3, 3), (1, 1))) == 2
+    assert (((1, 1), (1, 1)) in matmul_calls) == (amp == "off")
+    tolerance = 0.01 if amp == "bf16" else 1e-4
     for key in plain:
-        assert abs(matmul[key].item() - plain[key].item()) < 0.01 * abs(plain[key].item()) + 1e-3, key
-    assert torch.nn.functional.cosine_similarity(plain_grad, matmul_grad, dim=0) > 0.999
-    # Outside bf16 autocast the convolutions stay convolutions.
+        assert abs(matmul[key].item() - plain[key].item()) < tolerance * abs(plain[key].item()) + 1e-3, key
+    assert torch.nn.functional.cosine_similarity(plain_grad, matmul_grad, dim=0) > (0.999 if amp == "bf16" else 0.99999)
+    # Outside bf16 autocast the 1x1 convolutions stay convolutions.
     x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
     assert not encoder_module._wide_bf16_cpu(torch.nn.Conv2d(8, 8, 1), x)
 
