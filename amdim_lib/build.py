@@ -59,9 +59,9 @@ def cpu_bf16_speedup() -> float:
     """float32's time over bf16's for one convolution's forward and backward on this CPU, measured once
     per process (a 3x3 on 16 images of 128x16x16, best of 3, about 0.3 s); 0.0 where bf16 is not native.
 
-    Native bf16 is not always faster: with AMX it ran 2.6-4.1x float32's speed, on an AMD EPYC with
-    AVX-512 BF16 about 2x, but on an Intel Xeon whose oneDNN was capped below AMX 0.6x (whole paper-size
-    steps 1.45x slower; benchmarks/LOG.md), so the hardware's flags alone cannot choose."""
+    Native bf16 is not always faster: on an Intel Xeon with AMX this probe ran 2.6-4.1x float32's speed
+    (and whole steps on an AMD EPYC with AVX-512 BF16 1.8-1.9x), but on the same Xeon with oneDNN held
+    below AMX 0.6x (whole paper-size steps 1.45x slower; benchmarks/LOG.md): the CPU's flags cannot choose."""
     if not cpu_has_native_bf16():
         return 0.0
     generator = torch.Generator().manual_seed(0)

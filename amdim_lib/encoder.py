@@ -94,7 +94,7 @@ def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(x), computed as one matmul over its patches where oneDNN's convolution was measured slower
     than the same product (benchmarks/LOG.md): a kernel covering the whole unpadded map (the last unit,
     3x3 -> 1x1: its backward 3-8x slower); on the CPU, a stride-1 unpadded kxk convolution of at least
-    WIDE channels (3x3 on 5x5 maps 1.6-2.9x slower, on 7x7 maps 1.03-1.3x; at 128 channels the
+    WIDE channels (3x3 on 5x5 maps 1.6-3.8x slower, on 7x7 maps 1.03-1.3x; at 128 channels the
     convolution won); and, in bf16 on the CPU, a 1x1 convolution of at least WIDE channels on a
     channels-last map (its weight gradient 1.2-2x slower; in float32 MKL's matmul lost)."""
     if x.shape[-2:] == conv.kernel_size and conv.padding == (0, 0) or _wide_patches_cpu(conv, x):
@@ -104,7 +104,7 @@ def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(x)
 
 
-WIDE = 512  # measured on an AMD EPYC with AVX-512 BF16, and capped at AVX2 (benchmarks/LOG.md)
+WIDE = 512  # measured on an AMD EPYC (AVX-512 BF16) and an Intel Xeon (AMX), each also capped at AVX2 (LOG.md)
 
 
 def _patch_matmul(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """CPU speed per instruction set: the training step at the demo and paper-small sizes, with the
-official code's step timed in the same process, natively and with the vector ISA capped at AVX2.
+official code's step timed in the same process, natively and with the vector ISA capped (AVX2; and
+AVX-512 without AMX, which only means something on a CPU that has AMX).
 
     python benchmarks/isa_table.py OFFICIAL_DIR [--out runs/isa-table] [--steps 6]
 
@@ -22,6 +23,8 @@ from pathlib import Path
 
 ISAS = {
     "native": {},
+    # On a CPU with AMX: oneDNN held to AVX-512 BF16, as on CPUs with bf16 instructions but no AMX.
+    "AVX-512, no AMX": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"},
     "AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
 }
 CONFIGS = {  # name: the bench arguments (Shapes: the demo preset, and `paper` = the official default 128/1024/3)
@@ -32,7 +35,7 @@ VARIANTS = {"amp=auto (default)": [], "float32 (amp=off)": ["--set", "amp=off"]}
 
 
 def run_cell(official: Path, out: Path, isa: str, config: list[str], variant: list[str], steps: int) -> dict:
-    path = out / f"{isa}-{'-'.join(config + variant).replace('--', '').replace('=', '_')}.json"
+    path = out / f"{isa.replace(', ', '-').replace(' ', '-')}-{'-'.join(config + variant).replace('--', '').replace('=', '_')}.json"
     command = [sys.executable, "-m", "amdim_lib", "bench", *config, *variant, "--batch-size", "64", "--no-data",
                "--steps", str(steps), "--compare-official", str(official), "--json", str(path)]
     done = subprocess.run(command, env={**os.environ, **ISAS[isa]}, capture_output=True, text=True)
@@ -47,11 +50,12 @@ def main() -> None:
     parser.add_argument("official_dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("runs/isa-table"))
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--isa", action="append", choices=list(ISAS), help="only these (repeatable; default all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = ["| ISA | model, batch 64 | precision | s/step | official s/step | ratio | % of same-run matmul (GEMM) |",
             "|---|---|---|---:|---:|---:|---:|"]
-    for isa in ISAS:
+    for isa in args.isa or ISAS:
         for name, config in CONFIGS.items():
             for variant, extra in VARIANTS.items():
                 r = run_cell(args.official_dir, args.out, isa, config, extra, args.steps)
