@@ -37,9 +37,19 @@ def machine_summary(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, PyTorch {torch.__version__}"
     limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
-    return (f"{_cpu_name()} CPU, {torch.backends.cpu.get_cpu_capability()} kernels"
-            f"{' (' + ', '.join(limits) + ')' if limits else ''}, {torch.get_num_threads()} threads, "
-            f"PyTorch {torch.__version__}")
+    return (f"{_cpu_name()} CPU, {torch.backends.cpu.get_cpu_capability()} kernels, bf16 hardware: "
+            f"{_bf16_hardware()}{' (' + ', '.join(limits) + ')' if limits else ''}, {torch.get_num_threads()} "
+            f"threads, PyTorch {torch.__version__}")
+
+
+def _bf16_hardware() -> str:
+    # AMX or AVX-512 BF16 tell apart CPUs whose bf16 speeds differ several-fold (benchmarks/README.md).
+    try:
+        units = [name for name, present in (("AMX", torch.cpu._is_amx_tile_supported),
+                                             ("AVX-512 BF16", torch.cpu._is_avx512_bf16_supported)) if present()]
+    except (AttributeError, RuntimeError):  # (private probes: absent on some builds and platforms)
+        units = []
+    return " and ".join(units) or "none"
 
 
 def _cpu_name() -> str:

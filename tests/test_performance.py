@@ -367,3 +367,13 @@ def test_training_keeps_freed_memory_instead_of_mapping_large_tensors_afresh(mon
     monkeypatch.setattr(build, "_freed_memory_kept", True)
     summary = build.execution_summary(get_config("shapes", "smoke"), torch.device("cpu"), None)
     assert "freed memory kept" in summary
+
+
+def test_the_machine_line_names_the_isa_its_limits_and_the_bf16_hardware(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    line = bench.machine_summary(torch.device("cpu"))
+    assert "kernels, bf16 hardware: AMX (ONEDNN_MAX_CPU_ISA=AVX2)" in line and "threads, PyTorch" in line
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert "bf16 hardware: none" in bench.machine_summary(torch.device("cpu"))
