@@ -64,18 +64,20 @@ def cpu_bf16_speedup() -> float:
     below AMX 0.6x (whole paper-size steps 1.45x slower; benchmarks/LOG.md): the CPU's flags cannot choose."""
     if not cpu_has_native_bf16():
         return 0.0
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(16, 128, 16, 16, generator=generator).to(memory_format=torch.channels_last).requires_grad_()
-    w = (torch.randn(128, 128, 3, 3, generator=generator) / 34).to(memory_format=torch.channels_last).requires_grad_()
+    with torch.inference_mode(False), torch.enable_grad():  # (the first caller may be evaluating)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(16, 128, 16, 16, generator=generator).to(memory_format=torch.channels_last)
+        w = torch.randn(128, 128, 3, 3, generator=generator).div(34).to(memory_format=torch.channels_last)
+        x.requires_grad_(), w.requires_grad_()
 
-    def seconds(bf16: bool) -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = torch.nn.functional.conv2d(x, w, padding=1)
-        y.backward(torch.ones_like(y))
-        return time.perf_counter() - start
+        def seconds(bf16: bool) -> float:
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                y = torch.nn.functional.conv2d(x, w, padding=1)
+            y.backward(torch.ones_like(y))
+            return time.perf_counter() - start
 
-    best = {bf16: min(seconds(bf16) for _ in range(4)) for bf16 in (False, True)}  # the first: a warm-up
+        best = {bf16: min(seconds(bf16) for _ in range(4)) for bf16 in (False, True)}  # the first: a warm-up
     return best[False] / best[True]
 
 
