@@ -81,6 +81,25 @@ def test_a_convolution_as_a_matmul_over_its_patches_is_the_same(kernel, size, bi
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("image_size", [32, 64, 128])
+def test_every_encoder_computes_the_same_features_with_its_convolutions_as_patch_matmuls(image_size, monkeypatch):
+    # At paper size the 3x3 units on the 7x7 and 5x5 maps go through patch matmuls on the CPU; lowering
+    # WIDE sends this small encoder's there too (its strided stem and 4x4/2, 2x2/2 units stay convolutions).
+    from amdim_lib import encoder as encoder_module
+    torch.manual_seed(0)
+    encoder = Encoder(image_size, ndf=8, n_rkhs=64, n_depth=2).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    x = torch.randn(3, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+    features = []
+    for wide in (10**9, 1):
+        monkeypatch.setattr(encoder_module, "WIDE", wide)
+        features.append(encoder(x))
+    for name in ("r1", "r5", "r7"):
+        torch.testing.assert_close(getattr(features[1], name), getattr(features[0], name), rtol=1e-4, atol=1e-5)
+
+
 def test_fresh_residual_units_are_pooled_identities():
     from amdim_lib.encoder import ConvResNxN
     unit = ConvResNxN(4, 8, width=4, stride=2)
