@@ -75,7 +75,7 @@ class Config:
     # run
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N | mps
-    amp: str = "auto"                    # auto (bf16/fp16 on CUDA, bf16 on CPUs where it was measured faster, else off) | bf16 | fp16 | off
+    amp: str = "auto"                    # auto (CUDA: bf16/fp16; CPU: bf16 where measured faster) | bf16 | fp16 | off
     channels_last: bool = True           # NHWC activations: faster convolutions on CPUs (oneDNN) and tensor cores
     compile: bool = False                # torch.compile the encoder (slow first steps, faster after; CUDA mostly)
     compile_mode: str = "default"        # torch.compile's mode: default | reduce-overhead (CUDA graphs) | max-autotune
