@@ -35,7 +35,8 @@ VARIANTS = {"amp=auto (default)": [], "float32 (amp=off)": ["--set", "amp=off"]}
 
 
 def run_cell(official: Path, out: Path, isa: str, config: list[str], variant: list[str], steps: int) -> dict:
-    path = out / f"{isa.replace(', ', '-').replace(' ', '-')}-{'-'.join(config + variant).replace('--', '').replace('=', '_')}.json"
+    name = "-".join([isa.replace(",", "").replace(" ", "-"), *config, *variant]).replace("--", "").replace("=", "_")
+    path = out / f"{name}.json"
     command = [sys.executable, "-m", "amdim_lib", "bench", *config, *variant, "--batch-size", "64", "--no-data",
                "--steps", str(steps), "--compare-official", str(official), "--json", str(path)]
     done = subprocess.run(command, env={**os.environ, **ISAS[isa]}, capture_output=True, text=True)
