@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .presets import Config
-from .build import autocast, autocast_dtype, build_data, select_device
+from .build import autocast, autocast_dtype, build_data, cpu_bf16_units, select_device
 from .objectives import amdim_loss
 from .official_code import OfficialStep, import_official, official_shims
 from .probes import probe_loss
@@ -37,19 +37,10 @@ def machine_summary(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, PyTorch {torch.__version__}"
     limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
-    return (f"{_cpu_name()} CPU, {torch.backends.cpu.get_cpu_capability()} kernels, bf16 hardware: "
-            f"{_bf16_hardware()}{' (' + ', '.join(limits) + ')' if limits else ''}, {torch.get_num_threads()} "
-            f"threads, PyTorch {torch.__version__}")
-
-
-def _bf16_hardware() -> str:
-    # AMX or AVX-512 BF16 tell apart CPUs whose bf16 speeds differ several-fold (benchmarks/README.md).
-    try:
-        units = [name for name, present in (("AMX", torch.cpu._is_amx_tile_supported),
-                                             ("AVX-512 BF16", torch.cpu._is_avx512_bf16_supported)) if present()]
-    except (AttributeError, RuntimeError):  # (private probes: absent on some builds and platforms)
-        units = []
-    return " and ".join(units) or "none"
+    bf16 = " and ".join(cpu_bf16_units()) or "none"  # AMX or not: bf16 speeds differ several-fold
+    return (f"{_cpu_name()} CPU, {torch.backends.cpu.get_cpu_capability()} kernels, bf16 hardware: {bf16}"
+            f"{' (' + ', '.join(limits) + ')' if limits else ''}, {torch.get_num_threads()} threads, "
+            f"PyTorch {torch.__version__}")
 
 
 def _cpu_name() -> str:

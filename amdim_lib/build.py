@@ -41,13 +41,21 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_bf16_units() -> list[str]:
+    """This CPU's bf16 hardware ("AMX", "AVX-512 BF16"); empty where it has none or PyTorch cannot say."""
+    try:
+        return [name for name, present in (("AMX", torch.cpu._is_amx_tile_supported),
+                                           ("AVX-512 BF16", torch.cpu._is_avx512_bf16_supported)) if present()]
+    except (AttributeError, RuntimeError):  # (private probes: absent on some builds and platforms)
+        return []
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 convolutions in hardware (AVX-512 BF16 or AMX) and oneDNN may
     use it (ONEDNN_MAX_CPU_ISA can forbid it). Elsewhere bf16 is emulated and many times slower."""
     try:
-        hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        return bool(hardware and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # (private probes: absent on some builds and platforms)
+        return bool(cpu_bf16_units() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # (a private probe: absent on some builds and platforms)
         return False
 
 
