@@ -97,7 +97,7 @@ def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     WIDE channels (3x3 on 5x5 maps 1.6-3.8x slower, on 7x7 maps 1.03-1.3x; at 128 channels the
     convolution won); and, in bf16 on the CPU, a 1x1 convolution of at least WIDE channels on a
     channels-last map (its weight gradient 1.2-2x slower; in float32 MKL's matmul lost)."""
-    if x.shape[-2:] == conv.kernel_size and conv.padding == (0, 0) or _wide_patches_cpu(conv, x):
+    if _patches_win(conv, x):
         return _patch_matmul(conv, x)
     if conv.kernel_size == (1, 1) and _wide_bf16_cpu(conv, x):
         return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
@@ -123,9 +123,12 @@ def _patch_matmul(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.linear(patches, weight, conv.bias).permute(0, 3, 1, 2)
 
 
-def _wide_patches_cpu(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and conv.kernel_size != (1, 1) and conv.in_channels >= WIDE
-            and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+def _patches_win(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    plain = conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
+    whole_map = x.shape[-2:] == conv.kernel_size
+    wide_on_cpu = (x.device.type == "cpu" and conv.kernel_size != (1, 1) and conv.in_channels >= WIDE
+                   and conv.stride == (1, 1))
+    return plain and (whole_map or wide_on_cpu)
 
 
 def _wide_bf16_cpu(conv: nn.Conv2d, x: torch.Tensor) -> bool:

@@ -81,6 +81,12 @@ def test_a_convolution_as_a_matmul_over_its_patches_is_the_same(kernel, size, bi
     assert len(calls) == 2
 
 
+def test_a_grouped_convolution_covering_its_map_stays_a_convolution():
+    conv = torch.nn.Conv2d(6, 10, 3, groups=2)
+    x = torch.randn(4, 6, 3, 3)
+    torch.testing.assert_close(convolve(conv, x), conv(x))
+
+
 @pytest.mark.parametrize("image_size", [32, 64, 128])
 def test_every_encoder_computes_the_same_features_with_its_convolutions_as_patch_matmuls(image_size, monkeypatch):
     # At paper size the 3x3 units on the 7x7 and 5x5 maps go through patch matmuls on the CPU; lowering
