@@ -43,13 +43,18 @@ def machine_summary(device: torch.device) -> str:
             f"PyTorch {torch.__version__}")
 
 
-def _cpu_name() -> str:
+def _cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        lines = cpuinfo.read_text().splitlines()
     except OSError:
         lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else (platform.processor() or platform.machine())
+    first_cpu = lines[:lines.index("")] if "" in lines else lines
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_cpu if ":" in line)}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    # A virtual machine may show only "AMD EPYC": family and model tell its generations apart.
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def _peak_memory_mib(device: torch.device) -> float:

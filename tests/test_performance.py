@@ -378,3 +378,12 @@ def test_the_machine_line_names_the_isa_its_limits_and_the_bf16_hardware(monkeyp
     assert "kernels, bf16 hardware: AMX (ONEDNN_MAX_CPU_ISA=AVX2)" in line and "threads, PyTorch" in line
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert "bf16 hardware: none" in bench.machine_summary(torch.device("cpu"))
+
+
+def test_the_cpu_name_carries_family_and_model_which_tell_generations_apart(tmp_path):
+    cpu = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+    (tmp_path / "two").write_text(cpu + "\n" + cpu.replace("25", "26") + "\n")
+    assert bench._cpu_name(tmp_path / "two") == "AMD EPYC (family 25, model 17)"  # the first CPU's
+    (tmp_path / "bare").write_text("processor\t: 0\n")
+    assert bench._cpu_name(tmp_path / "bare") and "family" not in bench._cpu_name(tmp_path / "bare")
+    assert bench._cpu_name(tmp_path / "missing")
