@@ -94,9 +94,10 @@ def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(x), computed as one matmul over its patches where oneDNN's convolution was measured slower
     than the same product (benchmarks/LOG.md): a kernel covering the whole unpadded map (the last unit,
     3x3 -> 1x1: its backward 3-8x slower); on the CPU, a stride-1 unpadded kxk convolution of at least
-    WIDE channels (3x3 on 5x5 maps 1.6-3.8x slower, on 7x7 maps 1.03-1.3x; at 128 channels the
-    convolution won); and, in bf16 on the CPU, a 1x1 convolution of at least WIDE channels on a
-    channels-last map (its weight gradient 1.2-2x slower; in float32 MKL's matmul lost)."""
+    WIDE channels (3x3 on 5x5 maps 1.0-3.8x slower, on 7x7 maps 1.03-1.3x, except 0.87x in float32 on
+    a Zen 4 EPYC; at 128 channels the convolution won); and, in bf16 on the CPU, a 1x1 convolution of
+    at least WIDE channels on a channels-last map (its weight gradient 1.2-2x slower; in float32 the
+    matmul lost)."""
     if _patches_win(conv, x):
         return _patch_matmul(conv, x)
     if conv.kernel_size == (1, 1) and _wide_bf16_cpu(conv, x):
@@ -104,7 +105,7 @@ def convolve(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(x)
 
 
-WIDE = 512  # measured on an AMD EPYC (AVX-512 BF16) and an Intel Xeon (AMX), each also capped at AVX2 (LOG.md)
+WIDE = 512  # measured on two AMD EPYCs (AVX-512 BF16) and an Intel Xeon (AMX), each also at AVX2 (LOG.md)
 
 
 def _patch_matmul(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
