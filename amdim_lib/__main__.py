@@ -13,18 +13,19 @@ from pathlib import Path
 
 from .bench import (bench_against_official, bench_data, bench_end_to_end, bench_training, machine_summary, over_epochs,
                     profile_step)
-from .build import autocast_dtype, execution_summary, select_device
-from .checkpoints import atomic_write, non_finite_entries, save_json
-from .datasets import fetch
-from .evaluate import evaluate_encoder, results_table
-from .memory import check_fits
+from .run.build import select_device
+from .run.speed import autocast_dtype, execution_summary
+from .run.checkpoints import atomic_write, non_finite_entries, save_json
+from .data.datasets import fetch
+from .analysis.evaluate import evaluate_encoder, results_table
+from .run.memory import check_fits
 from .official import load_encoder
-from .presets import PRESETS, Config, get_config, preset_names
-from .runfolder import RunFolderError, ensure_writable_folder
-from .sweep import (SIGNIFICANCE_RULE, run_sweep, significant_differences, significant_names, steps_trained_now,
+from .run.presets import PRESETS, Config, get_config, preset_names
+from .run.runfolder import RunFolder, RunFolderError, ensure_writable_folder
+from .analysis.sweep import (SIGNIFICANCE_RULE, run_sweep, significant_differences, significant_names, steps_trained_now,
                     sweep_metrics, sweep_scale, sweep_table, table_markdown)
-from .train import TrainingInterrupted, train
-from .workbook import NotebookError, run_workbook
+from .run.train import TrainingInterrupted, train
+from .ui.workbook import NotebookError, run_workbook
 
 EXAMPLES = """examples:
   python -m amdim_lib train --dataset shapes --preset demo --out runs/demo
@@ -120,7 +121,7 @@ def cmd_train(args) -> dict:
     print(f"done: {summary['steps']} steps in {summary['seconds']} s ({summary['images_per_s']} images/s); "
           f"online probes: {summary['eval']}")
     if args.evaluate:
-        encoder, config = _encoder_or_exit(out / "checkpoint.pt")
+        encoder, config = _encoder_or_exit(out / RunFolder.CHECKPOINT)
         results = evaluate_encoder(encoder, config, baselines=True)
         _write_report(out, config, args.preset, summary, results)
     return summary
@@ -143,14 +144,14 @@ def _encoder_or_exit(path: Path):
 
 def _write_report(out: Path, config: Config, preset: str, summary: dict, results: dict) -> None:
     table = results_table(results)
-    save_json(out / "eval.json", results)
+    save_json(out / RunFolder.EVAL, results)
     text = (f"# AMDIM on {config.dataset} ({preset} preset)\n\n"
             f"Encoder: {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, n_depth {config.n_depth}; "
             f"{summary.get('steps', '?')} steps of batch {config.batch_size}"
             + (f" in {summary['seconds']} s" if "seconds" in summary else "") + ".\n\n"
             "Frozen-feature evaluation on the test split (features r1; linear probe = logistic regression with "
             "C chosen on a held-out 10% of the training split; kNN = cosine, k=200, weighted):\n\n" + table + "\n")
-    atomic_write(out / "report.md", lambda f: f.write(text.encode()))
+    atomic_write(out / RunFolder.REPORT, lambda f: f.write(text.encode()))
     print("\n" + table + f"\n\nreport written to {out / 'report.md'}")
 
 
@@ -177,8 +178,8 @@ def cmd_eval(args) -> dict:
         raise SystemExit(f"error: {error}") from None
     out.mkdir(parents=True, exist_ok=True)
     _write_report(out, config, "checkpoint", {}, results)
-    # What was evaluated, for amdim_lib.results (the run's config.json names the training data set only).
-    save_json(out / "eval_info.json", {"dataset": config.dataset, "trained_on": trained_on,
+    # What was evaluated, for amdim_lib.analysis.results (the run's config.json names the training data set only).
+    save_json(out / RunFolder.EVAL_INFO, {"dataset": config.dataset, "trained_on": trained_on,
                                        "checkpoint": str(args.checkpoint), "config": config.to_dict()})
     return results
 
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(resumable: finished runs are skipped)")
     _add_config_args(p)
     p.add_argument("--out", help="sweep folder, one <variant>/seed<k>/ per run (default runs/ablations-<dataset>-<preset>)")
-    p.add_argument("--variants", nargs="+", help="names from amdim_lib.sweep.VARIANTS, or all (default: the preset's list)")
+    p.add_argument("--variants", nargs="+", help="names from amdim_lib.analysis.sweep.VARIANTS, or all (default: the preset's list)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's number of seeds, from 0)")
     p.add_argument("--steps", type=int, help="updates per run (default: the preset's sweep budget)")
     p.add_argument("--full-schedule", action="store_true", help="each run follows its configuration's own schedule")

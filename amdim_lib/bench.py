@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .presets import Config
-from .build import autocast, autocast_dtype, build_data, cpu_bf16_units, select_device
-from .objectives import amdim_loss
+from .run.presets import Config
+from .run.build import autocast, build_data, select_device
+from .run.speed import autocast_dtype, cpu_bf16_units, prepare_device
+from .core.objectives import amdim_loss
 from .official_code import OfficialStep, import_official, official_shims
-from .probes import probe_loss
-from .train import Runtime, TrainState, build_state, epoch_loader, prepare_device, train_step
+from .run.probes import probe_loss
+from .run.train import Runtime, TrainState, build_state, epoch_loader, train_step
 
 
 # Environment variables that cap the vector ISA of oneDNN, ATen and MKL (to emulate an older CPU).

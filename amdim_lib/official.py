@@ -37,11 +37,11 @@ from pathlib import Path
 
 import torch
 
-from .build import build_encoder, encoder_from_checkpoint
-from .checkpoints import load_failure
-from .checkpoints import FORMAT
-from .encoder import Encoder
-from .presets import Config
+from .run.build import build_encoder, encoder_from_checkpoint
+from .run.checkpoints import load_failure
+from .run.checkpoints import FORMAT
+from .core.encoder import Encoder
+from .run.presets import Config
 
 _ENCODER_PREFIX = re.compile(r"^encoder\.(module\.)?")  # (also accepted without nn.DataParallel's 'module.')
 _HYPERPARAMS = ("encoder_size", "ndf", "n_rkhs", "n_depth")

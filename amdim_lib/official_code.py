@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .presets import Config
+from .run.presets import Config
 
 
 def _bool_masks(function):

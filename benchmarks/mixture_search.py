@@ -3,7 +3,7 @@
     python benchmarks/mixture_search.py --out results/ [--small] [--parallel 8]
 
 Each candidate (model size, updates, tau, alpha, augmentation) trains a k=4 mixture model with
-`amdim_lib.mixture.train_mixture` in its own process and run folder under <out>/runs/ (several at once:
+`amdim_lib.core.mixture.train_mixture` in its own process and run folder under <out>/runs/ (several at once:
 one GPU, many data workers; a folder holding the same run is reused or resumed),
 then scores the best-matching-component IoU of its 28x28 assignment maps on 96 Shapes test images,
 exactly as notebook 07 does; the baselines (k-means on a random-init encoder's r7, per image as in
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amdim_lib import segmentation
-from amdim_lib.build import build_encoder
-from amdim_lib.presets import MODEL_SIZES, get_config, workbook_sizes
+from amdim_lib.analysis import segmentation
+from amdim_lib.run.build import build_encoder
+from amdim_lib.run.presets import MODEL_SIZES, get_config, workbook_sizes
 
 NOTEBOOK_07 = {"demo": workbook_sizes("07", "demo"), "smoke": workbook_sizes("07", "smoke")}
 SMALL_MODEL = MODEL_SIZES["small"]   # notebook 07's demo model

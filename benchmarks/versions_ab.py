@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per side and round")
     args = parser.parse_args()
     if not (args.other / "amdim_lib" / "train.py").is_file():
-        raise SystemExit(f"{args.other} has no amdim_lib/train.py: give the folder of another checkout")
+        raise SystemExit(f"{args.other} has no amdim_lib/run/train.py: give the folder of another checkout")
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copytree(args.other / "amdim_lib", Path(scratch) / "amdim_other")
         sys.path.insert(0, scratch)

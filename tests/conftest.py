@@ -12,5 +12,5 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 @pytest.fixture
 def smoke_config():
-    from amdim_lib.presets import get_config
+    from amdim_lib.run.presets import get_config
     return get_config("shapes", "smoke")

@@ -1,4 +1,4 @@
-"""Batched views (amdim_lib.batched_views) against torchvision's per-image transforms, op by op."""
+"""Batched views (amdim_lib.data.batched_views) against torchvision's per-image transforms, op by op."""
 
 import math
 
@@ -8,10 +8,10 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from amdim_lib import batched_views as bv
-from amdim_lib.presets import Config, get_config
-from amdim_lib.build import build_data
-from amdim_lib.views import NORMALISATION, ViewPair, eval_transform
+from amdim_lib.data import batched_views as bv
+from amdim_lib.run.presets import Config, get_config
+from amdim_lib.run.build import build_data
+from amdim_lib.core.views import NORMALISATION, ViewPair, eval_transform
 
 TV_ADJUST = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
 

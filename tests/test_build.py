@@ -1,11 +1,11 @@
-"""What runs are built from (amdim_lib.build): the views and test transform of each data set."""
+"""What runs are built from (amdim_lib.run.build): the views and test transform of each data set."""
 
 import pytest
 import torch
 from PIL import Image
 
-from amdim_lib.build import eval_transform_for, two_views
-from amdim_lib.presets import get_config
+from amdim_lib.run.build import eval_transform_for, two_views
+from amdim_lib.run.presets import get_config
 
 # The official code's input statistics (mean, std per channel).
 OFFICIAL = {

@@ -15,9 +15,9 @@ import torch
 
 import amdim_lib.__main__ as cli
 from amdim_lib.__main__ import main
-from amdim_lib.checkpoints import load_checkpoint, save_checkpoint
-from amdim_lib.presets import Config, get_config
-from amdim_lib.train import build_state, resume_from_checkpoint, train, train_step, Runtime
+from amdim_lib.run.checkpoints import load_checkpoint, save_checkpoint
+from amdim_lib.run.presets import Config, get_config
+from amdim_lib.run.train import build_state, resume_from_checkpoint, train, train_step, Runtime
 
 TINY = dict(train_size=64, test_size=32, batch_size=16, epochs=1)
 
@@ -83,7 +83,7 @@ def test_ctrl_c_in_eval_ends_with_a_message_and_writes_nothing(run):
     # As in a terminal: a parent started in the background (CI) may have set SIGINT to be ignored, which
     # the child would inherit.
     stand_in = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-                "import amdim_lib.evaluate as e\n"
+                "import amdim_lib.analysis.evaluate as e\n"
                 "e.evaluate_encoder = lambda *a, **k: time.sleep(120)  # the evaluation, as long as it takes\n"
                 "from amdim_lib.__main__ import main\nsys.exit(main(sys.argv[1:]))\n")
     proc = subprocess.Popen([sys.executable, "-c", stand_in, "eval", "--checkpoint", str(run / "checkpoint.pt")],
@@ -200,7 +200,7 @@ def test_fuzz_checkpoints_through_eval_and_resume(trained, tmp_path, no_evaluati
 
 def test_the_library_loader_names_a_checkpoint_whose_contents_do_not_fit(run):
     # Sweeps and notebooks load encoders without the command line: they get the same one-line error.
-    from amdim_lib.build import encoder_from_checkpoint
+    from amdim_lib.run.build import encoder_from_checkpoint
 
     for change, expected in ((lambda s: s.pop("config"), "it has no 'config' entry"),
                              (lambda s: s["encoder"].pop("head5.conv1.weight"), "its weights do not fit")):

@@ -6,15 +6,15 @@ import time
 import pytest
 import torch
 
-import amdim_lib.memory as memory
+import amdim_lib.run.memory as memory
 from amdim_lib.__main__ import main
 from cli_exit import exit_message
-from amdim_lib.build import build_encoder
-from amdim_lib.memory import check_fits, estimate_training_memory
-from amdim_lib.mixture import MixtureHead
-from amdim_lib.presets import check_notebook_parameters, get_config
-from amdim_lib.probes import Probes
-from amdim_lib.train import Runtime, build_state, train_step
+from amdim_lib.run.build import build_encoder
+from amdim_lib.run.memory import check_fits, estimate_training_memory
+from amdim_lib.core.mixture import MixtureHead
+from amdim_lib.run.presets import check_notebook_parameters, get_config
+from amdim_lib.run.probes import Probes
+from amdim_lib.run.train import Runtime, build_state, train_step
 
 SMOKE = ["--preset", "smoke", "--no-progress"]
 

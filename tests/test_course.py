@@ -9,9 +9,9 @@ from xml.etree import ElementTree
 import nbformat
 import pytest
 
-from amdim_lib import exercises
-from amdim_lib.html_report import write_report
-from amdim_lib.workbook import NOTEBOOKS_DIR, notebooks, run_notebook
+from amdim_lib.ui import exercises
+from amdim_lib.ui.html_report import write_report
+from amdim_lib.ui.workbook import NOTEBOOKS_DIR, notebooks, run_notebook
 
 OVERVIEW = NOTEBOOKS_DIR / "00_overview.ipynb"
 REFERENCES = ("1906.00910", "1808.06670", "1807.03748", "1801.04062", "1905.06922", "1907.13625",

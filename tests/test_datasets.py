@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amdim_lib.datasets import build_dataset, num_classes
+from amdim_lib.data.datasets import build_dataset, num_classes
 
 
 def _folder(root, split, classes=("cat", "dog"), per_class=3, size=40):

@@ -17,16 +17,16 @@ import torchvision.datasets.cifar as tv_cifar
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, STL10
 
-import amdim_lib.probes as probes_module
-from amdim_lib import datasets
+import amdim_lib.run.probes as probes_module
+from amdim_lib.data import datasets
 from amdim_lib.__main__ import main
-from amdim_lib.checkpoints import save_checkpoint
-from amdim_lib.datasets import build_dataset, default_root, fetch, num_classes, self_supervised_split
-from amdim_lib.presets import PRESETS, get_config
-from amdim_lib.results import PAPER_LINEAR, markdown_table, results_table, row, run_row, table_from_runs
-from amdim_lib.build import build_data, build_encoder, build_splits
-from amdim_lib.train import train
-from amdim_lib.views import VIEW_POLICIES, ViewPair, eval_transform, make_two_views
+from amdim_lib.run.checkpoints import save_checkpoint
+from amdim_lib.data.datasets import build_dataset, default_root, fetch, num_classes, self_supervised_split
+from amdim_lib.run.presets import PRESETS, get_config
+from amdim_lib.analysis.results import PAPER_LINEAR, markdown_table, results_table, row, run_row, table_from_runs
+from amdim_lib.run.build import build_data, build_encoder, build_splits
+from amdim_lib.run.train import train
+from amdim_lib.core.views import VIEW_POLICIES, ViewPair, eval_transform, make_two_views
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +173,7 @@ def test_missing_torchvision_data_names_set_root_layout_and_command(tmp_path, na
 
 def test_default_root_is_the_repository_data_folder_or_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(datasets.DATA_ENV, raising=False)
-    repository = datasets.Path(datasets.__file__).resolve().parent.parent
+    repository = datasets.Path(datasets.__file__).resolve().parents[2]
     assert default_root("cifar10") == repository / "data" / "cifar10"
     monkeypatch.setenv(datasets.DATA_ENV, str(tmp_path))
     assert default_root("stl10") == tmp_path / "stl10"

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from amdim_lib.checkpoints import load_checkpoint
+from amdim_lib.run.checkpoints import load_checkpoint
 
 # Two steps of a global batch of 16: dropout off so that both runs draw the same random numbers, and
 # float32 (amp=auto is bf16 on some CPUs, whose rounding differs between one batch and two halves).
@@ -75,8 +75,8 @@ def test_ddp_run_stopped_after_one_step_resumes_on_every_rank_to_the_same_weight
     run = [*RUN, "--set", "train_size=48"]
     _torchrun(*run, "--out", str(tmp_path / "straight"))
     script = tmp_path / "stop_after_one.py"
-    script.write_text("import json, sys\nfrom pathlib import Path\nfrom amdim_lib.presets import Config\n"
-                      "from amdim_lib.train import train\n"
+    script.write_text("import json, sys\nfrom pathlib import Path\nfrom amdim_lib.run.presets import Config\n"
+                      "from amdim_lib.run.train import train\n"
                       "config = Config.from_dict(json.loads(Path(sys.argv[1]).read_text()))\n"
                       "train(config, sys.argv[2], stop_at_step=1, progress=False)\n")
     resumed = tmp_path / "resumed"

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from amdim_lib.encoder import Encoder, Features, ViewBatchNorm2d, convolve, count_parameters, views_in_batch
+from amdim_lib.core.encoder import Encoder, Features, ViewBatchNorm2d, count_parameters, views_in_batch
 
 # (image_size, ndf, n_rkhs, n_depth, trainable parameters with use_bn=False), from DESIGN.md
 PARAMETER_TABLE = [
@@ -42,72 +42,8 @@ def test_feature_shapes_and_every_parameter_is_used(image_size, use_bn):
     assert not unused, f"parameters outside the forward pass: {unused}"
 
 
-def _conv_and_grads(f, conv, x):
-    out = f(x)
-    (out * torch.arange(1.0, conv.out_channels + 1).view(1, -1, 1, 1)).sum().backward()
-    grads = [x.grad.clone(), conv.weight.grad.clone()] + ([conv.bias.grad.clone()] if conv.bias is not None else [])
-    x.grad = conv.weight.grad = None
-    if conv.bias is not None:
-        conv.bias.grad = None
-    return out, grads
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("kernel,size,bias", [(3, 3, False), (1, 1, False), (3, 3, True), (3, 5, True), (3, 7, False),
-                                              (2, 6, False)])
-def test_a_convolution_as_a_matmul_over_its_patches_is_the_same(kernel, size, bias, channels_last, monkeypatch):
-    # A kernel covering its map always goes this way; on the CPU so does a kxk convolution of >= WIDE
-    # channels (lowered to these 6 here).
-    from amdim_lib import encoder as encoder_module
-    monkeypatch.setattr(encoder_module, "WIDE", 6)
-    torch.manual_seed(0)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    conv = torch.nn.Conv2d(6, 10, kernel, bias=bias).to(memory_format=layout)
-    calls = []
-    conv.register_forward_hook(lambda *args: calls.append(args))
-    x = torch.randn(4, 6, size, size).contiguous(memory_format=layout).requires_grad_()
-    fast, fast_grads = _conv_and_grads(lambda v: convolve(conv, v), conv, x)
-    assert not calls, "this convolution should be computed as a matmul"
-    plain, plain_grads = _conv_and_grads(conv, conv, x)
-    assert fast.shape == plain.shape == (4, 10, size - kernel + 1, size - kernel + 1)
-    torch.testing.assert_close(fast, plain)
-    torch.testing.assert_close(fast_grads, plain_grads)
-    calls.clear()
-    strided = torch.nn.Conv2d(6, 10, kernel, stride=2)
-    strided.register_forward_hook(lambda *args: calls.append(args))
-    convolve(strided, torch.randn(4, 6, size + 2, size + 2))  # strided: the convolution itself
-    monkeypatch.setattr(encoder_module, "WIDE", 7)
-    convolve(conv, torch.randn(4, 6, size + 2, size + 2))  # narrower than WIDE: the convolution itself
-    assert len(calls) == 2
-
-
-def test_a_grouped_convolution_covering_its_map_stays_a_convolution():
-    conv = torch.nn.Conv2d(6, 10, 3, groups=2)
-    x = torch.randn(4, 6, 3, 3)
-    torch.testing.assert_close(convolve(conv, x), conv(x))
-
-
-@pytest.mark.parametrize("image_size", [32, 64, 128])
-def test_every_encoder_computes_the_same_features_with_its_convolutions_as_patch_matmuls(image_size, monkeypatch):
-    # At paper size the 3x3 units on the 7x7 and 5x5 maps go through patch matmuls on the CPU; lowering
-    # WIDE sends this small encoder's there too (its strided stem and 4x4/2, 2x2/2 units stay convolutions).
-    from amdim_lib import encoder as encoder_module
-    torch.manual_seed(0)
-    encoder = Encoder(image_size, ndf=8, n_rkhs=64, n_depth=2).to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        for p in encoder.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    x = torch.randn(3, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
-    features = []
-    for wide in (10**9, 1):
-        monkeypatch.setattr(encoder_module, "WIDE", wide)
-        features.append(encoder(x))
-    for name in ("r1", "r5", "r7"):
-        torch.testing.assert_close(getattr(features[1], name), getattr(features[0], name), rtol=1e-4, atol=1e-5)
-
-
 def test_fresh_residual_units_are_pooled_identities():
-    from amdim_lib.encoder import ConvResNxN
+    from amdim_lib.core.encoder import ConvResNxN
     unit = ConvResNxN(4, 8, width=4, stride=2)
     x = torch.randn(2, 4, 30, 30)
     expected = torch.nn.functional.avg_pool2d(x, 4, 2)
@@ -117,7 +53,7 @@ def test_fresh_residual_units_are_pooled_identities():
 
 
 def test_local_heads_start_near_identity():
-    from amdim_lib.encoder import LocalHead
+    from amdim_lib.core.encoder import LocalHead
     head = LocalHead(16, 32)
     w = head.shortcut.weight[:, :, 0, 0]
     assert torch.all(w[:16].diagonal() == 1)

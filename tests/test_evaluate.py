@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from amdim_lib.build import build_encoder, build_splits, eval_dataset
-from amdim_lib.encoder import Encoder
-from amdim_lib.evaluate import (evaluate_features, extract_features, knn_accuracy, linear_probe, mlp_probe,
+from amdim_lib.run.build import build_encoder, build_splits, eval_dataset
+from amdim_lib.core.encoder import Encoder
+from amdim_lib.analysis.evaluate import (evaluate_features, extract_features, knn_accuracy, linear_probe, mlp_probe,
                                 probe_encoder, results_table)
-from amdim_lib.presets import get_config
+from amdim_lib.run.presets import get_config
 
 
 def _clusters(n=300, d=8, classes=3, spread=0.3, seed=0):

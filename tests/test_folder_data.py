@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cli_exit import exit_message
-from amdim_lib.datasets import UnreadableImageError, build_dataset
+from amdim_lib.data.datasets import UnreadableImageError, build_dataset
 
 
 def _png(size=32, value=0) -> bytes:

@@ -1,14 +1,14 @@
-"""Mixture-based representations: the head and the objective (amdim_lib.mixture)."""
+"""Mixture-based representations: the head and the objective (amdim_lib.core.mixture)."""
 
 import math
 
 import pytest
 import torch
 
-from amdim_lib import mixture
-from amdim_lib.encoder import Encoder, Features
-from amdim_lib.mixture import MixtureHead, component_nce_scores, mixture_loss, mixture_objective
-from amdim_lib.objectives import amdim_loss, nce_loss, tanh_clip
+from amdim_lib.core import mixture
+from amdim_lib.core.encoder import Encoder, Features
+from amdim_lib.core.mixture import MixtureHead, component_nce_scores, mixture_loss, mixture_objective
+from amdim_lib.core.objectives import amdim_loss, nce_loss, tanh_clip
 
 
 # ----------------------------------------------------------------------------- head and objective

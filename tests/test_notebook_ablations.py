@@ -6,8 +6,8 @@ import time
 import nbformat
 import pytest
 
-from amdim_lib.sweep import sweep_scale
-from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from amdim_lib.analysis.sweep import sweep_scale
+from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
 from notebook_outputs import stderr_of
 
 NOTEBOOK = NOTEBOOKS_DIR / "06_ablations.ipynb"

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amdim_lib import bounds, exercises
-from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from amdim_lib.core import bounds
+from amdim_lib.analysis import mi_benchmark
+from amdim_lib.ui import exercises
+from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
 
 NOTEBOOK = NOTEBOOKS_DIR / "02_mi_bounds.ipynb"
 APPENDIX = NOTEBOOKS_DIR / "appendix" / "A1_estimators.ipynb"
@@ -42,11 +44,11 @@ def test_true_critic_matches_the_analytic_expectations(smoke_run):
     assert true["n_batches"] == 500
     log_k = math.log(64)
     assert true["infonce_max"] <= log_k
-    for mi, mean, se, ref in zip(bounds.MI_LEVELS, true["infonce_mean"], true["infonce_se"], true["infonce_reference"]):
+    for mi, mean, se, ref in zip(mi_benchmark.MI_LEVELS, true["infonce_mean"], true["infonce_se"], true["infonce_reference"]):
         assert abs(mean - ref) < 4 * se, mi
     # the reference values
     assert np.allclose(true["infonce_mean"], [1.82, 3.07, 3.74, 4.03, 4.12], atol=0.03)
-    for mi, mean, exact in zip(bounds.MI_LEVELS, true["nwj_mean"], true["nwj_exact_std"]):
+    for mi, mean, exact in zip(mi_benchmark.MI_LEVELS, true["nwj_mean"], true["nwj_exact_std"]):
         assert abs(mean - mi) < 4 * exact / math.sqrt(500), mi
     assert np.all(np.diff(true["nwj_std"]) > 0)
     assert true["nwj_std"][-1] > 10 * true["nwj_std"][0]
@@ -125,8 +127,8 @@ def test_appendix_trains_every_estimator_and_checks_the_exact_nwj_variance(appen
     for label in metrics["trained"]["above_log_k_at_top"]:
         assert stats[label]["mean"][-1] > metrics["log_k"], label
     true = metrics["true_critic"]
-    assert true["nwj_exact_std"] == pytest.approx([bounds.nwj_true_critic_std(mi, 20, 64) for mi in bounds.MI_LEVELS])
-    for mi, mean, exact in zip(bounds.MI_LEVELS, true["nwj_mean"], true["nwj_exact_std"]):
+    assert true["nwj_exact_std"] == pytest.approx([mi_benchmark.nwj_true_critic_std(mi, 20, 64) for mi in mi_benchmark.MI_LEVELS])
+    for mi, mean, exact in zip(mi_benchmark.MI_LEVELS, true["nwj_mean"], true["nwj_exact_std"]):
         assert abs(mean - mi) < 4 * exact / math.sqrt(true["n_batches"]), mi
     # Gaussians: the standard deviation grows like e^I / K, so by about e^8 between 2 and 10 nats.
     assert true["nwj_exact_std"][-1] / true["nwj_exact_std"][0] > math.exp(8) / 10

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amdim_lib import segmentation
-from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from amdim_lib.analysis import segmentation
+from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
 
 OFFICIAL_128PX = Path(__file__).parent / "data" / "official" / "official-128px-bn.pth"
 NOTEBOOK = NOTEBOOKS_DIR / "07_mixture_segmentation.ipynb"

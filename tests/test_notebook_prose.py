@@ -6,7 +6,7 @@ import re
 import nbformat
 import pytest
 
-from amdim_lib.workbook import notebooks
+from amdim_lib.ui.workbook import notebooks
 
 MAIN_PATH = [p for p in notebooks() if p.stem[:2] <= "07"]
 # Words of markdown each notebook may use; the main path reads in about half an hour.

@@ -7,8 +7,8 @@ import math
 import nbformat
 import pytest
 
-from amdim_lib.presets import get_config, workbook_sizes
-from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from amdim_lib.run.presets import get_config, workbook_sizes
+from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
 from notebook_outputs import stderr_of
 
 TRAINING = NOTEBOOKS_DIR / "04_training.ipynb"

@@ -5,9 +5,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from amdim_lib import exercises
-from amdim_lib.presets import MODEL_SIZES
-from amdim_lib.workbook import NOTEBOOKS_DIR, run_notebook
+from amdim_lib.ui import exercises
+from amdim_lib.run.presets import MODEL_SIZES
+from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
 from notebook_outputs import stderr_of
 
 VIEWS = NOTEBOOKS_DIR / "01_views.ipynb"

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from amdim_lib.encoder import Features
-from amdim_lib.objectives import amdim_loss, nce_loss, random_location, tanh_clip
+from amdim_lib.core.encoder import Features
+from amdim_lib.core.objectives import amdim_loss, nce_loss, random_location, tanh_clip
 
 
 def slow_nce_loss(src, trg, tclip=20.0):

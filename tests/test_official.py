@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from amdim_lib import load_encoder
-from amdim_lib.build import build_encoder
-from amdim_lib.checkpoints import save_checkpoint
-from amdim_lib.encoder import Features, views_in_batch
-from amdim_lib.objectives import amdim_loss, random_location
+from amdim_lib.run.build import build_encoder
+from amdim_lib.run.checkpoints import save_checkpoint
+from amdim_lib.core.encoder import Features, views_in_batch
+from amdim_lib.core.objectives import amdim_loss, random_location
 from amdim_lib.official import our_name
-from amdim_lib.presets import get_config
-from amdim_lib.probes import probe_loss
-from amdim_lib.train import Runtime, build_state, train_step
+from amdim_lib.run.presets import get_config
+from amdim_lib.run.probes import probe_loss
+from amdim_lib.run.train import Runtime, build_state, train_step
 
 DATA = Path(__file__).parent / "data" / "official"
 REFERENCE = torch.load(DATA / "reference.pt", weights_only=True)
@@ -171,7 +171,7 @@ def test_the_command_line_evaluates_an_official_checkpoint_on_an_image_folder(tm
     from PIL import Image
 
     from amdim_lib.__main__ import main
-    from amdim_lib.checkpoints import read_json
+    from amdim_lib.run.checkpoints import read_json
 
     generator = torch.Generator().manual_seed(0)
     for split, per_class in (("train", 12), ("test", 6)):

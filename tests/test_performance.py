@@ -2,7 +2,6 @@
 
 import collections
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -12,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from amdim_lib import bench, build
+from amdim_lib import bench
 from amdim_lib.__main__ import main
 from amdim_lib.bench import PHASES, _phased_step, bench_against_official, bench_end_to_end, profile_step
-from amdim_lib.checkpoints import load_checkpoint
-from amdim_lib.presets import get_config
-from amdim_lib.train import Runtime, build_optimisation, build_state, train, train_step
+from amdim_lib.run.checkpoints import load_checkpoint
+from amdim_lib.run.presets import get_config
+from amdim_lib.run.train import Runtime, build_optimisation, build_state, train, train_step
 
 from cli_exit import exit_message
 
@@ -93,7 +92,7 @@ def test_the_data_benchmark_times_its_second_epoch_over_images_already_read(monk
 
 def test_torchrun_with_one_process_takes_the_ddp_path(tmp_path):
     script = tmp_path / "context.py"
-    script.write_text("from amdim_lib import distributed\nc = distributed.setup('cpu')\nprint(c.enabled, c.world_size)\n")
+    script.write_text("from amdim_lib.run import distributed\nc = distributed.setup('cpu')\nprint(c.enabled, c.world_size)\n")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                           str(script)],
                          capture_output=True, text=True, timeout=120,
@@ -202,21 +201,28 @@ def test_the_objective_hands_batch_norm_its_gradient_in_the_activations_layout()
     assert layouts and all(layouts), layouts
 
 
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_compiled_encoder_computes_the_same_step(mode, monkeypatch):
-    # reduce-overhead (CUDA graphs on a GPU; here the same CPU code) also starts each update as a new
-    # step of the graphs, so that replays never overwrite outputs still in use.
-    marks, mark = [], torch.compiler.cudagraph_mark_step_begin
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(mark()))
+def test_compiled_encoder_computes_the_same_step():
     config = get_config("shapes", "smoke", warmup_steps=0)
-    compiled_losses, compiled = _one_step(config.replace(compile=True, compile_mode=mode))
-    assert len(marks) == (mode == "reduce-overhead")
+    compiled_losses, compiled = _one_step(config.replace(compile=True))
     plain_losses, plain = _one_step(config)
     for key in plain_losses:
         assert abs(compiled_losses[key].item() - plain_losses[key].item()) < 1e-4, key
     a = torch.cat([p.grad.flatten() for p in compiled.parameters()])
     b = torch.cat([p.grad.flatten() for p in plain.parameters()])
     assert (a - b).norm() < 1e-4 * b.norm()
+
+
+def test_reduce_overhead_starts_each_update_as_a_new_step_of_the_graphs(monkeypatch):
+    # (CUDA graphs on a GPU), so that replays never overwrite outputs still in use. What the loop adds
+    # is the mark; compiling itself is checked once above, so here torch.compile hands the module back.
+    marks, mark = [], torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(mark()))
+    compiled_as = []
+    monkeypatch.setattr(torch, "compile", lambda module, **options: compiled_as.append(options) or module)
+    _one_step(get_config("shapes", "smoke", warmup_steps=0, compile=True, compile_mode="reduce-overhead"))
+    assert len(marks) == 1 and [o.get("mode") for o in compiled_as] == ["reduce-overhead"]
+    _one_step(get_config("shapes", "smoke", warmup_steps=0, compile=True))
+    assert len(marks) == 1, "only reduce-overhead marks the steps"
 
 
 def test_bf16_autocast_computes_the_same_step_to_bf16_precision():
@@ -232,42 +238,6 @@ def test_bf16_autocast_computes_the_same_step_to_bf16_precision():
         assert abs(half[key].item() - full[key].item()) < 0.02 * abs(full[key].item()) + 1e-3, key
     a, b = (torch.cat([p.grad.flatten() for p in s.encoder.parameters()]) for s in states)
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
-
-
-def test_amp_auto_chooses_bf16_only_on_cpus_that_run_it_fast(monkeypatch):
-    cpu = torch.device("cpu")
-    config = get_config("shapes", "smoke")
-    monkeypatch.setattr(build, "cpu_bf16_speedup", lambda: 3.2)  # e.g. AMX
-    assert build.autocast_dtype("auto", cpu) == torch.bfloat16
-    assert "amp=auto: a bf16 convolution ran 3.2x" in build.execution_summary(config, cpu, torch.bfloat16)
-    monkeypatch.setattr(build, "cpu_bf16_speedup", lambda: 0.6)  # native, but slower than float32
-    assert build.autocast_dtype("auto", cpu) is None
-    assert "ran 0.6x float32's speed" in build.execution_summary(config, cpu, None)
-    assert build.autocast_dtype("bf16", cpu) == torch.bfloat16  # asked for: given, and the log says what it costs
-    assert "amp=auto would choose float32" in build.execution_summary(config.replace(amp="bf16"), cpu, torch.bfloat16)
-    monkeypatch.setattr(build, "cpu_bf16_speedup", lambda: 0.0)  # not native
-    assert build.autocast_dtype("auto", cpu) is None and build.autocast_dtype("off", cpu) is None
-    assert "no native bf16" in build.execution_summary(config, cpu, None)
-    assert "emulated" in build.execution_summary(config.replace(amp="bf16"), cpu, torch.bfloat16)
-
-
-def test_the_bf16_probe_times_both_precisions_only_where_bf16_is_native(monkeypatch):
-    build.cpu_bf16_speedup.cache_clear()
-    try:
-        monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: False)
-        assert build.cpu_bf16_speedup() == 0.0
-        build.cpu_bf16_speedup.cache_clear()
-        monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: True)
-        timed = []
-        real = torch.nn.functional.conv2d
-        monkeypatch.setattr(torch.nn.functional, "conv2d", lambda *a, **k: timed.append(torch.is_autocast_enabled("cpu"))
-                            or real(*a, **k))
-        with torch.inference_mode():  # its first caller may be evaluating
-            speedup = build.cpu_bf16_speedup()
-        assert speedup > 0 and math.isfinite(speedup)
-        assert timed.count(False) == timed.count(True) == 4  # a warm-up and 3 timed runs each
-    finally:
-        build.cpu_bf16_speedup.cache_clear()
 
 
 def test_compile_is_refused_where_it_was_measured_to_compute_a_wrong_step(monkeypatch):
@@ -300,74 +270,6 @@ def test_fused_adam_makes_the_plain_adam_update_whatever_the_gradients_layout():
         assert not conv.weight.grad.is_contiguous() or not fused  # re-laid out like its weight
         updates.append(torch.cat([p.detach().flatten() for p in (*conv.parameters(), *linear.parameters())]))
     assert torch.allclose(updates[0], updates[1], rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("amp", ["bf16", "off"])
-def test_wide_convolutions_as_matmuls_compute_the_same_step(monkeypatch, amp):
-    # On the CPU a stride-1 kxk convolution of >= WIDE channels runs as a matmul over its patches, and
-    # in bf16 so does a 1x1 one; lowered to every width here, the whole step must match the convolutions'.
-    from amdim_lib import encoder as encoder_module
-    config = get_config("shapes", "smoke", warmup_steps=0, probe_dropout=0.0)
-    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    y = torch.arange(8) % 10
-    dtype = torch.bfloat16 if amp == "bf16" else None
-    results = []
-    for wide in (10**9, 1):
-        monkeypatch.setattr(encoder_module, "WIDE", wide)
-        calls = []
-        monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda self, x, f=torch.nn.Conv2d.forward: calls.append(
-            (self.kernel_size, self.stride)) or f(self, x))
-        state = _fresh_state(config)
-        losses, _, _ = train_step(state, x1, x2, y, config, Runtime(torch.device("cpu"), dtype))
-        results.append((losses, torch.cat([p.grad.flatten() for p in state.encoder.parameters()]), calls))
-    (plain, plain_grad, plain_calls), (matmul, matmul_grad, matmul_calls) = results
-    # The stem calls its convolution directly; every other stride-1 kxk went the other way, and so did
-    # every 1x1 in bf16.
-    assert plain_calls.count(((3, 3), (1, 1))) > 2 and matmul_calls.count(((3, 3), (1, 1))) == 2
-    assert (((1, 1), (1, 1)) in matmul_calls) == (amp == "off")
-    tolerance = 0.01 if amp == "bf16" else 1e-4
-    for key in plain:
-        assert abs(matmul[key].item() - plain[key].item()) < tolerance * abs(plain[key].item()) + 1e-3, key
-    assert torch.nn.functional.cosine_similarity(plain_grad, matmul_grad, dim=0) > (0.999 if amp == "bf16" else 0.99999)
-    # Outside bf16 autocast the 1x1 convolutions stay convolutions.
-    x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last)
-    assert not encoder_module._wide_bf16_cpu(torch.nn.Conv2d(8, 8, 1), x)
-
-
-MAPPED_BYTES = """
-import ctypes, torch
-from amdim_lib import build
-class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
-def mapped_by_a_new_tensor():
-    before = libc.mallinfo2().hblkhd
-    t = torch.empty(64 << 20, dtype=torch.uint8)
-    return libc.mallinfo2().hblkhd - before
-plain = mapped_by_a_new_tensor()
-print(plain, build.keep_freed_memory(), mapped_by_a_new_tensor())
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings exist on Linux only")
-def test_training_keeps_freed_memory_instead_of_mapping_large_tensors_afresh(monkeypatch):
-    # By default glibc maps every block above 32 MiB anew (and faults its pages in on every step).
-    def run(**env):
-        done = subprocess.run([sys.executable, "-c", MAPPED_BYTES], capture_output=True, text=True, timeout=120,
-                              env={**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}, **env,
-                                   "PYTHONPATH": str(Path(__file__).parents[1])})
-        assert done.returncode == 0, done.stderr[-2000:]
-        plain, kept, after = done.stdout.split()
-        return int(plain), kept == "True", int(after)
-    plain, kept, after = run()
-    assert plain >= 64 << 20 and kept and after == 0
-    plain, kept, after = run(MALLOC_MMAP_THRESHOLD_="1000000")  # the user's own setting wins
-    assert not kept and after >= 64 << 20
-    monkeypatch.setattr(build, "_freed_memory_kept", True)
-    summary = build.execution_summary(get_config("shapes", "smoke"), torch.device("cpu"), None)
-    assert "freed memory kept" in summary
 
 
 def test_the_machine_line_names_the_isa_its_limits_and_the_bf16_hardware(monkeypatch):

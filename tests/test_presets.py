@@ -1,6 +1,6 @@
 import pytest
 
-from amdim_lib.presets import MODEL_SIZES, PRESETS_NAMES, WORKBOOK_SIZES, get_config, preset_names, workbook_sizes
+from amdim_lib.run.presets import MODEL_SIZES, PRESETS_NAMES, WORKBOOK_SIZES, get_config, preset_names, workbook_sizes
 
 
 def test_every_notebook_has_sizes_at_every_preset_and_the_paper_variants_use_the_papers():

@@ -12,14 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-import amdim_lib.checkpoints as checkpoints
-import amdim_lib.train as train_module
+import amdim_lib.run.checkpoints as checkpoints
+import amdim_lib.run.train as train_module
 from amdim_lib.__main__ import main
-from amdim_lib.checkpoints import latest_run_checkpoint, load_checkpoint, save_run_checkpoint
-from amdim_lib.datasets import build_dataset
-from amdim_lib.presets import get_config
-from amdim_lib.checkpoints import read_metrics
-from amdim_lib.train import train
+from amdim_lib.run.checkpoints import load_checkpoint
+from amdim_lib.run.runfolder import latest_run_checkpoint, save_run_checkpoint
+from amdim_lib.data.datasets import build_dataset
+from amdim_lib.run.presets import get_config
+from amdim_lib.run.runfolder import read_metrics
+from amdim_lib.run.train import train
 
 SMOKE_RUN = ["--preset", "smoke", "--no-progress", "--set", "train_size=128", "--set", "batch_size=16",
              "--set", "epochs=3", "--set", "checkpoint_every=1"]
@@ -184,7 +185,7 @@ FUZZ_VALUES = ["-1", "0", "1", "2", "3.5", "1e9", "-1e-9", "nan", "inf", "None",
 def test_fuzz_cli_and_parameter_validation(capsys):
     rng = random.Random(0)
     import dataclasses
-    from amdim_lib.presets import Config
+    from amdim_lib.run.presets import Config
     keys = [f.name for f in dataclasses.fields(Config)] + ["nonsense"]
     start = time.time()
     for _ in range(300):

@@ -9,8 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from amdim_lib import evaluate, report
-from amdim_lib.presets import get_config
+from amdim_lib.analysis import evaluate
+from amdim_lib.ui import report
+from amdim_lib.run.presets import get_config
 
 
 @pytest.fixture(autouse=True)

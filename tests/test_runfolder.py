@@ -13,14 +13,15 @@ import time
 import pytest
 import torch
 
-import amdim_lib.checkpoints as checkpoints
-import amdim_lib.train as train_module
+import amdim_lib.run.checkpoints as checkpoints
+import amdim_lib.run.train as train_module
 from amdim_lib.__main__ import main
 from cli_exit import exit_message
-from amdim_lib.checkpoints import load_checkpoint, read_metrics, save_run_checkpoint
-from amdim_lib.presets import get_config
-from amdim_lib.runfolder import LOCK, RunFolderError
-from amdim_lib.train import train
+from amdim_lib.run.checkpoints import load_checkpoint
+from amdim_lib.run.runfolder import read_metrics, save_run_checkpoint
+from amdim_lib.run.presets import get_config
+from amdim_lib.run.runfolder import RunFolder, RunFolderError
+from amdim_lib.run.train import train
 
 # Four updates of the smoke model, a checkpoint after each.
 TINY = dict(train_size=64, test_size=32, batch_size=16, epochs=1, checkpoint_every=1)
@@ -47,10 +48,10 @@ def test_two_processes_on_one_folder_one_trains_the_other_names_its_pid(tmp_path
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         start = time.time()
-        while not ((out / LOCK).exists() and (out / LOCK).read_text().strip()):
+        while not ((out / RunFolder.LOCK).exists() and (out / RunFolder.LOCK).read_text().strip()):
             assert time.time() - start < 120 and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
             time.sleep(0.005)
-        holder_pid = int((out / LOCK).read_text().split()[0])
+        holder_pid = int((out / RunFolder.LOCK).read_text().split()[0])
         holder = next(p for p in procs if p.pid == holder_pid)
         other = next(p for p in procs if p.pid != holder_pid)
         holder.send_signal(signal.SIGSTOP)
@@ -68,7 +69,7 @@ def test_two_processes_on_one_folder_one_trains_the_other_names_its_pid(tmp_path
     assert state["step"] == 4
     assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"] == [1, 2, 3, 4], "one run's log, each step once"
     assert json.loads((out / "config.json").read_text())["train_size"] == 64
-    assert not (out / LOCK).exists(), "the lock goes with its holder"
+    assert not (out / RunFolder.LOCK).exists(), "the lock goes with its holder"
     assert not [p for p in out.rglob(".*tmp-*")]
 
 
@@ -76,10 +77,10 @@ def test_a_lock_left_by_a_crashed_run_is_taken_over(tiny, tmp_path):
     train(tiny, tmp_path, stop_at_step=2, progress=False)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / LOCK).write_text(f"{dead.pid} somehost\n")  # as a SIGKILLed run leaves it: unlocked, stale pid
+    (tmp_path / RunFolder.LOCK).write_text(f"{dead.pid} somehost\n")  # as a SIGKILLed run leaves it: unlocked, stale pid
     summary = train(tiny, tmp_path, resume=True, progress=False)
     assert summary["steps"] == 4
-    assert not (tmp_path / LOCK).exists()
+    assert not (tmp_path / RunFolder.LOCK).exists()
 
 
 def test_a_failed_run_releases_its_folder(tiny, tmp_path, monkeypatch):
@@ -92,7 +93,7 @@ def test_a_failed_run_releases_its_folder(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "amdim_loss", poisoned)
     with pytest.raises(FloatingPointError):
         train(tiny, tmp_path, progress=False)
-    assert not (tmp_path / LOCK).exists()
+    assert not (tmp_path / RunFolder.LOCK).exists()
     monkeypatch.setattr(train_module, "amdim_loss", real)
     assert train(tiny, tmp_path, resume=True, progress=False)["steps"] == 4, "the same process may continue"
 
@@ -205,7 +206,7 @@ def test_a_full_disk_stops_with_the_intact_checkpoint_named_and_resumes(tmp_path
     assert f"could not write {out / 'checkpoint.pt'} (No space left on device)" in message
     assert f"the last checkpoint is {out / 'checkpoint.pt'} (step 2)" in message and "--resume" in message
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
-    assert not [p for p in out.rglob(".*tmp-*")] and not (out / LOCK).exists()
+    assert not [p for p in out.rglob(".*tmp-*")] and not (out / RunFolder.LOCK).exists()
     monkeypatch.setattr(checkpoints.torch, "save", real_save)
     assert main(["train", *TINY_ARGS, "--out", str(out), "--resume"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4

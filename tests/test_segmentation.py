@@ -1,4 +1,4 @@
-"""Segmentation by mixture features: assignment maps, IoU and baselines, training, the inspector (amdim_lib.segmentation)."""
+"""Segmentation by mixture features: assignment maps, IoU and baselines, training, the inspector (amdim_lib.analysis.segmentation)."""
 
 import io
 import math
@@ -8,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from amdim_lib import datasets, segmentation, views
-from amdim_lib.encoder import Encoder
-from amdim_lib.mixture import MixtureHead
-from amdim_lib.presets import get_config
-from amdim_lib.segmentation import MixtureModel, dense_local_features, upsample_maps
+from amdim_lib.data import datasets
+from amdim_lib.analysis import segmentation
+from amdim_lib.core import views
+from amdim_lib.core.encoder import Encoder
+from amdim_lib.core.mixture import MixtureHead
+from amdim_lib.run.presets import get_config
+from amdim_lib.analysis.segmentation import MixtureModel, dense_local_features, upsample_maps
 
 
 def _tiny_model(k=3, seed=0):
@@ -121,8 +123,8 @@ def test_train_mixture_resumes_reloads_and_refuses_other_runs(tmp_path, smoke_co
     """train_mixture is AMDIM's training loop with the mixture: a run stopped early resumes to the
     uninterrupted run's weights, a finished run is loaded (not retrained), and a folder holding a run
     of other settings, or one without a mixture, is refused with a message that says what to do."""
-    from amdim_lib.build import budget_config
-    from amdim_lib.train import train
+    from amdim_lib.run.build import budget_config
+    from amdim_lib.run.train import train
 
     config = smoke_config.replace(train_size=64, test_size=32, batch_size=16, warmup_steps=1, mixture_k=2,
                                   probe_dropout=0.0, log_every=2)
@@ -158,14 +160,14 @@ def test_train_mixture_resumes_reloads_and_refuses_other_runs(tmp_path, smoke_co
 def inspector_parts():
     model = _tiny_model(k=3, seed=5)
     x, _, _ = segmentation.shapes_batch("test", 2, 32)
-    from amdim_lib.viz import to_display
+    from amdim_lib.ui.viz import to_display
     images = {"shape 0": to_display(x[0]), "shape 1": to_display(x[1])}
     bank = segmentation.negative_bank(model.encoder, segmentation.shapes_batch("test", 4, 32, start=20)[0])
     return model, images, bank
 
 
 def test_inspect_callback(inspector_parts):
-    from amdim_lib.mixture_widgets import image_scores, inspect, inspector_figure
+    from amdim_lib.ui.mixture_widgets import image_scores, inspect, inspector_figure
     model, images, bank = inspector_parts
     scores = image_scores(model, images["shape 0"], bank, shifts=2)
     assert scores.shape == (3, 14, 14)
@@ -195,7 +197,7 @@ def _upload(name, content):
 
 
 def test_inspector_widget_responds_to_its_controls(inspector_parts):
-    from amdim_lib.mixture_widgets import image_scores, inspect, mixture_inspector
+    from amdim_lib.ui.mixture_widgets import image_scores, inspect, mixture_inspector
     model, images, bank = inspector_parts
     widget = mixture_inspector(model, images, bank, shifts=2, tau=1.0)
     first_png, first_scores = bytes(widget.figure.value), widget.scores
@@ -226,7 +228,7 @@ def test_inspector_widget_responds_to_its_controls(inspector_parts):
 
 
 def test_decode_upload_accepts_both_ipywidgets_formats():
-    from amdim_lib.mixture_widgets import decode_upload
+    from amdim_lib.ui.mixture_widgets import decode_upload
     new = decode_upload(({"name": "a.png", "content": memoryview(_png_bytes((0, 0, 255)))},))
     old = decode_upload({"b.png": {"metadata": {"name": "b.png"}, "content": _png_bytes((0, 255, 0))}})
     assert list(new) == ["a.png"] and list(old) == ["b.png"] and new["a.png"].mode == "RGB"

@@ -1,4 +1,4 @@
-"""Tests of the procedural Shapes data set (amdim_lib.shapes)."""
+"""Tests of the procedural Shapes data set (amdim_lib.data.shapes)."""
 
 import warnings
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amdim_lib.shapes import SHAPE_CLASSES, Shapes, render_shape
+from amdim_lib.data.shapes import SHAPE_CLASSES, Shapes, render_shape
 
 
 def _pixels(image):

@@ -3,12 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
-from amdim_lib import supervised
-from amdim_lib.build import budget_config, build_data, steps_per_epoch
-from amdim_lib.evaluate import feature_sets, linear_probe
-from amdim_lib.presets import get_config
-from amdim_lib.supervised import train_supervised
-from amdim_lib.train import build_state, lr_factor, train
+from amdim_lib.run import supervised
+from amdim_lib.run.build import budget_config, build_data, steps_per_epoch
+from amdim_lib.analysis.evaluate import feature_sets, linear_probe
+from amdim_lib.run.presets import get_config
+from amdim_lib.run.supervised import train_supervised
+from amdim_lib.run.train import build_state, lr_factor, train
 
 
 @pytest.fixture(scope="module")

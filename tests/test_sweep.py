@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from amdim_lib import sweep
-from amdim_lib.build import budget_config
-from amdim_lib.presets import Config, get_config
-from amdim_lib.sweep import VARIANTS, Scaled, Variant
+from amdim_lib.analysis import sweep
+from amdim_lib.run.build import budget_config
+from amdim_lib.run.presets import Config, get_config
+from amdim_lib.analysis.sweep import VARIANTS, Scaled, Variant
 
 # A few hundred images of the smoke model: each run takes about a second.
 TINY = dict(train_size=128, test_size=100, batch_size=16, log_every=1)
@@ -99,7 +99,7 @@ def test_a_sweep_writes_results_and_resumes_without_retraining(tiny, tmp_path):
     (tmp_path / "dim_baseline" / "seed1" / "result.json").write_text(json.dumps(older))
     again = sweep.run_sweep(tiny, variants, seeds, tmp_path, steps=3, progress=False, **PROBE)
     assert all(r["status_now"] == "loaded" for r in again) and sweep.steps_trained_now(again) == 0
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="another budget"):
         sweep.run_sweep(tiny, ["full"], [0], tmp_path, steps=4, progress=False, **PROBE)
 
     table = sweep.sweep_table(records)
@@ -109,8 +109,8 @@ def test_a_sweep_writes_results_and_resumes_without_retraining(tiny, tmp_path):
 
 
 def test_a_run_killed_mid_training_continues_from_its_checkpoint(tiny, tmp_path):
-    from amdim_lib.checkpoints import read_metrics
-    from amdim_lib.train import train
+    from amdim_lib.run.runfolder import read_metrics
+    from amdim_lib.run.train import train
 
     run_dir = tmp_path / "full" / "seed0"
     config, steps = budget_config(sweep.variant_config(tiny, VARIANTS["full"], 0), 5)
@@ -127,11 +127,11 @@ def test_baselines_and_a_diverged_run_are_recorded(tiny, tmp_path, monkeypatch):
     assert (tmp_path / "supervised" / "seed0" / "supervised.pt").is_file()
     assert random_init["steps"] == 0 and 0 <= random_init["linear"] <= 1
 
-    import amdim_lib.train
+    import amdim_lib.run.train
 
     def diverge(*args, **kwargs):
         raise FloatingPointError("non-finite values at step 2: {'loss': nan}. Nothing was updated")
-    monkeypatch.setattr(amdim_lib.train, "train", diverge)
+    monkeypatch.setattr(amdim_lib.run.train, "train", diverge)
     records = sweep.run_sweep(tiny, ["tclip_none"], [0, 1], tmp_path, steps=2, progress=False, **PROBE)
     assert all(r["status"] == "diverged" and r["linear"] is None for r in records)
     row = sweep.sweep_table(records)[0]

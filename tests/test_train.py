@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from amdim_lib.presets import Config, get_config
-from amdim_lib.checkpoints import load_checkpoint, save_checkpoint
-from amdim_lib.train import EpochSampler, lr_factor, train
-from amdim_lib.build import encoder_from_checkpoint, select_device
-from amdim_lib.checkpoints import read_metrics
+from amdim_lib.run.presets import Config, get_config
+from amdim_lib.run.checkpoints import load_checkpoint, save_checkpoint
+from amdim_lib.run.train import EpochSampler, lr_factor, train
+from amdim_lib.run.build import encoder_from_checkpoint, select_device
+from amdim_lib.run.runfolder import read_metrics
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_mixture_switch_trains_the_head_and_resumes(tiny, tmp_path):
 
 
 def test_train_until_never_passes_off_a_partial_run_as_finished(tiny, tmp_path, monkeypatch):
-    from amdim_lib import train as training
+    from amdim_lib.run import train as training
     monkeypatch.setattr(training, "train", lambda *args, **kwargs: {"interrupted": "SIGTERM", "steps": 2})
     with pytest.raises(training.TrainingInterrupted, match="SIGTERM: training stopped .* at update 2 of 5") as stopped:
         training.train_until(tiny, tmp_path, 5)

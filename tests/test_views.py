@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from amdim_lib.views import (LEVELS, POLICIES, TwoViews, ViewPair, make_two_views, eval_transform,
+from amdim_lib.core.views import (LEVELS, POLICIES, TwoViews, ViewPair, make_two_views, eval_transform,
                              train_transform)
 
 

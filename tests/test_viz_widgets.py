@@ -1,5 +1,5 @@
-"""Unit tests of amdim_lib.viz (receptive fields, summaries, figures), amdim_lib.widgets (view callbacks and
-the inspector driven from code) and amdim_lib.reference (the loop-based objective)."""
+"""Unit tests of amdim_lib.ui.viz (receptive fields, summaries, figures), amdim_lib.ui.widgets (view callbacks and
+the inspector driven from code) and amdim_lib.core.reference (the loop-based objective)."""
 
 import warnings
 
@@ -13,9 +13,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from amdim_lib import geometry, reference, viz, widgets  # noqa: E402
-from amdim_lib.encoder import Encoder, Features, count_parameters  # noqa: E402
-from amdim_lib.objectives import amdim_loss, nce_loss, tanh_clip  # noqa: E402
+from amdim_lib.analysis import timing  # noqa: E402
+from amdim_lib.core import geometry, reference  # noqa: E402
+from amdim_lib.ui import viz, widgets  # noqa: E402
+from amdim_lib.core.encoder import Encoder, Features, count_parameters  # noqa: E402
+from amdim_lib.core.objectives import amdim_loss, nce_loss, tanh_clip  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -306,6 +308,6 @@ def test_time_call_restores_the_thread_count():
     torch.set_num_threads(2)
     before = torch.get_num_threads()
     seen = []
-    result, seconds = reference.time_call(lambda: seen.append(torch.get_num_threads()) or 42, repeats=3)
+    result, seconds = timing.time_call(lambda: seen.append(torch.get_num_threads()) or 42, repeats=3)
     assert result == 42 and seen == [1, 1, 1] and seconds >= 0
     assert torch.get_num_threads() == before

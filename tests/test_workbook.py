@@ -5,8 +5,8 @@ import json
 import nbformat
 import pytest
 
-from amdim_lib.html_report import notebook_title, write_report
-from amdim_lib.workbook import NotebookError, notebooks, run_notebook
+from amdim_lib.ui.html_report import notebook_title, write_report
+from amdim_lib.ui.workbook import NotebookError, notebooks, run_notebook
 
 
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)

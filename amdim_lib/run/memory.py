@@ -1,0 +1,134 @@
+"""How much memory a training step of a configuration needs, estimated before anything is allocated.
+
+The encoder and the mixture head are built on PyTorch's meta device (shapes, no storage) and one
+training forward pass with the loss runs there, while a hook adds up every tensor autograd keeps for
+the backward pass: the activations. Each parameter costs 16 bytes: its fp32 weight, its gradient and
+Adam's two moments. n_depth adds one identical unit to every block, so both parts grow linearly with
+it: they are measured at depth 1 and 2 and extrapolated, and a deep configuration is never built.
+
+`check_fits` refuses a configuration whose estimate exceeds the memory of the device it would run on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .build import build_encoder
+from ..core.encoder import Features, views_in_batch
+from ..core.mixture import MixtureHead, mixture_amdim_loss
+from ..core.objectives import amdim_loss
+from .presets import Config
+from .probes import Probes
+
+BYTES_PER_PARAMETER = 16  # fp32 weight, gradient, Adam's first and second moments
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameters: int          # encoder, mixture head and online probes
+    activation_bytes: int    # what one training step keeps for its backward pass
+    batch: int               # images per view in that step
+
+    @property
+    def parameter_bytes(self) -> int:
+        return self.parameters * BYTES_PER_PARAMETER
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameter_bytes + self.activation_bytes
+
+    def text(self) -> str:
+        return (f"at least {self.total_bytes / GIB:.2f} GiB ({self.parameters:,} parameters: "
+                f"{self.parameter_bytes / GIB:.2f} GiB with their gradients and Adam's state; activations of a "
+                f"batch of {self.batch}: {self.activation_bytes / GIB:.2f} GiB)")
+
+
+def estimate_training_memory(config: Config, batch: int | None = None, n_classes: int = 10,
+                             half_precision: bool = False) -> MemoryEstimate:
+    """The memory one training step of `config` needs with `batch` images per view (default:
+    config.batch_size). half_precision: activations under 16-bit autocast (counted at half size)."""
+    batch = batch or config.batch_size
+    (p1, a1), (p2, a2) = (_measure(config.replace(n_depth=depth), batch, n_classes) for depth in (1, 2))
+    extra = config.n_depth - 1
+    activations = a1 + extra * (a2 - a1)
+    return MemoryEstimate(p1 + extra * (p2 - p1), activations // 2 if half_precision else activations, batch)
+
+
+def _measure(config: Config, batch: int, n_classes: int) -> tuple[int, int]:
+    """(parameters, bytes saved for backward) of one training forward pass of `config`, on the meta device."""
+    with torch.device("meta"):
+        encoder = build_encoder(config)
+        probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout)
+        mixture = MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None) if config.mixture_k else None
+    parameters = [*encoder.parameters(), *probes.parameters(), *(mixture.parameters() if mixture is not None else ())]
+    weights = {id(p) for p in parameters}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in weights:  # weights are counted as parameters
+            saved[id(tensor)] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    x = torch.empty(2 * batch, 3, config.image_size, config.image_size, device="meta")
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with views_in_batch(encoder, 2 if config.bn_per_view else 1):  # as the training step does
+            both = encoder(x)  # both views in one pass
+        f1, f2 = Features(*(t[:batch] for t in both)), Features(*(t[batch:] for t in both))
+        logits = probes(both.r1.detach().flatten(1).float())  # the online probes read both views
+        generator = torch.Generator()
+        if mixture is None:
+            loss = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=generator)
+        else:
+            loss = mixture_amdim_loss(f1, f2, (mixture(f1.r1), mixture(f2.r1)), config.mixture_tau,
+                                      config.mixture_alpha, config.tclip, config.reg_weight, generator, config.tasks)
+    total = sum(saved.values())
+    del loss, logits  # (kept until now: while the graph lives, no saved tensor's id is reused)
+    return sum(p.numel() for p in parameters), total
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory of `device`: a GPU's own; the CPU's physical memory (or the container's limit,
+    if lower); None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "mps":
+        recommended = getattr(torch.mps, "recommended_max_memory", None)
+        return recommended() if recommended is not None else _physical_memory()
+    if device.type == "cpu":
+        return _physical_memory()
+    return None
+
+
+def _physical_memory() -> int | None:
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    limits = []
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # cgroup v2, v1
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min([physical, *limits])
+
+
+def check_fits(config: Config, device: torch.device, batch: int | None = None, n_classes: int = 10,
+               half_precision: bool = False) -> MemoryEstimate:
+    """The estimate for training `config` on `device`; a ValueError with it when it exceeds the
+    device's memory (see `estimate_training_memory` for the arguments)."""
+    estimate = estimate_training_memory(config, batch, n_classes, half_precision)
+    capacity = device_memory(device)
+    if capacity is not None and estimate.total_bytes > capacity:
+        raise ValueError(f"training this configuration needs {estimate.text()}, more than the {capacity / GIB:.1f} GiB "
+                         f"of {device}: lower batch_size, ndf, n_rkhs, n_depth or mixture_k")
+    return estimate

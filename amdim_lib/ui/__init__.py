@@ -1,0 +1,1 @@
+"""Showing it: figures, ipywidgets inspectors, the notebooks' prose and exercises, the HTML report."""

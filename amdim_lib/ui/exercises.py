@@ -1,0 +1,209 @@
+"""The workbook's numeric exercises: each expected answer is computed by the library itself, and
+`check` compares a reader's number with it.
+
+A wrong answer is part of learning, not an error: `check` prints a one-line verdict (`verdict` also
+says whether the answer was right), and neither raises for a wrong, missing or non-numeric answer.
+
+    from amdim_lib import exercises
+    exercises.check("negatives", 23471, batch_size=480, target="r7")
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..core.bounds import nce_candidates, nce_mi_lower_bound
+from ..core.geometry import receptive_fields
+from ..core.mixture import mixture_objective
+from ..core.objectives import nce_loss, nce_scores, tanh_clip
+from ..run.probes import Probes
+from ..analysis.sweep import resolve_variants, sweep_table
+from ..run.train import lr_factor
+
+
+def negatives_per_positive(batch_size: int, target: str = "r7", image_size: int = 32) -> int:
+    """Candidates that are not the positive, for one (source, positive location) pair of the 1->target task.
+
+    Read off the shape of the library's own scores of one source against a batch of targets, (1, B, L):
+    every location of every other image in the batch is a negative.
+    """
+    if batch_size < 2:
+        raise ValueError(f"a batch needs at least 2 images to have negatives, got batch_size={batch_size}")
+    fields = receptive_fields(image_size)
+    if target not in fields or target == "r1":
+        raise ValueError(f"target must be a local map, 'r5' or 'r7', got {target!r}")
+    grid = fields[target].grid
+    scores = nce_scores(torch.zeros(1, 1), torch.zeros(batch_size, 1, grid, grid))
+    other_images, locations = scores.shape[1] - 1, scores.shape[2]
+    return other_images * locations
+
+
+def clipped_score(score: float, tclip: float) -> float:
+    """The score z the NCE softmax sees for a raw score u, after the objective's tanh clipping at c = tclip."""
+    return float(tanh_clip(torch.tensor(float(score), dtype=torch.float64), tclip))
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """How to compute an exercise's answer and how close a reader's number must be to count as right."""
+
+    answer: Callable[..., float]
+    tolerance: float  # absolute: 0.5 for counts (exact integers), a rounding margin for real numbers
+
+
+EXERCISES = {
+    "negatives": Exercise(negatives_per_positive, tolerance=0.5),
+    "clipped_score": Exercise(clipped_score, tolerance=0.05),
+}
+
+
+def expected(name: str, **setting) -> float:
+    """The library's answer to exercise `name` in the given setting (e.g. batch_size=480)."""
+    if name not in EXERCISES:
+        raise ValueError(f"unknown exercise {name!r}; the exercises are {sorted(EXERCISES)}")
+    return EXERCISES[name].answer(**setting)
+
+
+def verdict(name: str, answer, **setting) -> tuple[bool, str]:
+    """(whether `answer` is the answer to exercise `name` in `setting`, a one-line verdict for the reader).
+
+    `None` or `...` means "not answered yet"; anything that is not a number is reported, not raised.
+    """
+    target = expected(name, **setting)
+    if answer is None or answer is Ellipsis:
+        return False, f"{name}: no answer yet; put your number in place of None and run the cell again"
+    try:
+        value = float(answer)
+    except (TypeError, ValueError):
+        return False, f"{name}: {answer!r} is not a number; the answer is a single number"
+    if not math.isfinite(value):
+        return False, f"{name}: {answer!r} is not a finite number"
+    if abs(value - target) <= EXERCISES[name].tolerance:
+        return True, f"{name}: {value:,.10g} is right"
+    return False, (f"{name}: {value:,.10g} is not it; it is too {'high' if value > target else 'low'} "
+                   "(the solution shows the working)")
+
+
+def check(name: str, answer, **setting) -> None:
+    """Print the verdict on a reader's answer, e.g. check("negatives", 23471, batch_size=480)."""
+    print(verdict(name, answer, **setting)[1])
+
+
+# ---- notebook 01
+
+def receptive_field(image_size: int, feature: str) -> int:
+    """Side in pixels of the input patch that one location of `feature` ('r1', 'r5', 'r7') sees."""
+    return receptive_fields(image_size)[feature].size
+
+
+def field_overlap(image_size: int, feature: str) -> int:
+    """Pixels, along one axis, that the fields of two neighbouring locations of `feature` share."""
+    field = receptive_fields(image_size)[feature]
+    return max(0, field.size - field.jump)
+
+
+EXERCISES["receptive_field"] = Exercise(receptive_field, tolerance=0.5)
+EXERCISES["field_overlap"] = Exercise(field_overlap, tolerance=0.5)
+
+
+# ---- notebook 02
+
+def infonce_ceiling(batch_size: int) -> float:
+    """The most InfoNCE can report with `batch_size` candidates: log K minus a loss of zero."""
+    return float(nce_mi_lower_bound(0.0, nce_candidates(batch_size, 1)))
+
+
+def batch_for_ceiling(nats: float, locations: int = 49) -> int:
+    """The smallest batch B whose NCE ceiling log((B - 1) L + 1) reaches `nats` in a 1->target task with L locations."""
+    batch = max(2, math.ceil((math.exp(nats) - 1) / locations) + 1)
+    while batch > 2 and math.log(nce_candidates(batch - 1, locations)) >= nats:
+        batch -= 1
+    while math.log(nce_candidates(batch, locations)) < nats:
+        batch += 1
+    return batch
+
+
+EXERCISES["infonce_ceiling"] = Exercise(infonce_ceiling, tolerance=0.01)
+EXERCISES["batch_for_ceiling"] = Exercise(batch_for_ceiling, tolerance=0.5)
+
+
+# ---- notebook 06
+
+def sweep_trained_runs(variants, n_seeds: int) -> int:
+    """Training runs a sweep of `variants` (names, or 'all') over `n_seeds` seeds performs: one per
+    (variant, seed), except the untrained baselines, which are probed without a single update."""
+    if n_seeds < 1:
+        raise ValueError(f"a sweep needs at least one seed, got n_seeds={n_seeds}")
+    chosen = resolve_variants(variants)
+    return sum(variant.method != "random" for variant in chosen.values()) * n_seeds
+
+
+def seed_spread(first: float, second: float) -> float:
+    """The sweep's seed-to-seed spread (sample standard deviation) of one variant measured at two seeds."""
+    records = [{"variant": "v", "seed": seed, "linear": value, "knn": value}
+               for seed, value in enumerate((float(first), float(second)))]
+    return sweep_table(records)[0]["linear_std"]
+
+
+EXERCISES["sweep_runs"] = Exercise(sweep_trained_runs, tolerance=0.5)
+EXERCISES["seed_spread"] = Exercise(seed_spread, tolerance=0.002)
+
+
+# ---- notebook 07
+
+def mixture_score_gradient(scores, tau: float, alpha: float, component: int = 0) -> float:
+    """dJ/ds_j of the mixture objective at one location with the given component scores, by autograd
+    through the library's `mixture_objective`."""
+    s = torch.tensor([float(v) for v in scores], dtype=torch.float64).reshape(1, -1, 1).requires_grad_()
+    mixture_objective(s, tau, alpha)["objective"].backward()
+    return float(s.grad[0, component, 0])
+
+
+def uniform_entropy(k: int) -> float:
+    """H(q) in nats at a location that every one of the k components scores equally."""
+    if k < 1:
+        raise ValueError(f"a mixture needs at least one component, got k={k}")
+    return float(mixture_objective(torch.zeros(1, k, 1, dtype=torch.float64))["entropy"])
+
+
+EXERCISES["mixture_gradient"] = Exercise(mixture_score_gradient, tolerance=0.01)
+EXERCISES["uniform_entropy"] = Exercise(uniform_entropy, tolerance=0.01)
+
+
+# ---- notebook 03-05
+
+def nce_row_loss(src: torch.Tensor, trg: torch.Tensor, row: int = 0, tclip: float | None = 20.0) -> float:
+    """The NCE loss of one source row (its mean over the row's L positives): the library's nce_loss
+    given that row alone, with the batch of targets in which its own image is target `row`."""
+    if not 0 <= row < len(src):
+        raise ValueError(f"row must index a source of the batch (0..{len(src) - 1}), got {row}")
+    return float(nce_loss(src[row:row + 1], trg, tclip, pos_offset=row)[0])
+
+
+def chance_loss(batch_size: int, target: str = "r7", image_size: int = 32) -> float:
+    """The NCE loss when every score is equal: the library's loss of all-zero features, log(1 + negatives)."""
+    negatives = negatives_per_positive(batch_size, target, image_size)
+    locations = negatives // (batch_size - 1)
+    return float(nce_loss(torch.zeros(batch_size, 1), torch.zeros(batch_size, 1, locations), tclip=None)[0])
+
+
+def warmup_factor(step: int, warmup_steps: int, milestone_steps: tuple[int, ...] = (), gamma: float = 0.2) -> float:
+    """The training schedule's factor on the base learning rate at update `step` (counted from 0)."""
+    return lr_factor(step, warmup_steps, list(milestone_steps), gamma)
+
+
+def linear_probe_parameters(n_features: int, n_classes: int) -> int:
+    """Weights and biases of the online linear probe on `n_features` inputs for `n_classes` classes."""
+    return sum(p.numel() for p in Probes(n_features, n_classes, hidden=1).linear.parameters())
+
+
+EXERCISES.update({
+    "nce_row_loss": Exercise(nce_row_loss, tolerance=1e-3),
+    "chance_loss": Exercise(chance_loss, tolerance=0.01),
+    "warmup_factor": Exercise(warmup_factor, tolerance=0.005),
+    "linear_probe_parameters": Exercise(linear_probe_parameters, tolerance=0.5),
+})
