@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATASET ?= cifar10
 DATA_DIR ?=
 
-.PHONY: demo test lab reproduce clean-venv
+.PHONY: demo test lab tensorboard reproduce clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Every training run writes TensorBoard events in <run>/tensorboard/: watch them live at http://127.0.0.1:6006.
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
 reproduce: $(STAMP)
 	$(PY) -m amdim_lib reproduce --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)

@@ -11,13 +11,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from .bench import (bench_against_official, bench_data, bench_end_to_end, bench_training, machine_summary, over_epochs,
-                    profile_step)
+from .bench import (bench_against_official, bench_data, bench_end_to_end, bench_speed_rules, bench_training,
+                    machine_summary, over_epochs, profile_step)
 from .run.build import select_device
 from .run.speed import autocast_dtype, execution_summary
-from .run.checkpoints import atomic_write, non_finite_entries, save_json
+from .run.checkpoints import atomic_write, save_json
 from .data.datasets import fetch
-from .analysis.evaluate import evaluate_encoder, results_table
+from .analysis.evaluate import evaluate_encoder, probe_table
 from .run.memory import check_fits
 from .official import load_encoder
 from .run.presets import PRESETS, Config, get_config, preset_names
@@ -131,19 +131,13 @@ def _encoder_or_exit(path: Path):
     """The encoder and configuration of a checkpoint, or a one-line exit naming the file for every way
     it can be unusable (unreadable, entries missing, weights of other shapes, non-finite weights)."""
     try:
-        encoder, config = load_encoder(path)  # this project's run checkpoints and the official code's
+        return load_encoder(path)  # this project's run checkpoints and the official code's
     except (FileNotFoundError, ValueError) as error:  # each names the file
         raise SystemExit(f"error: {error}") from None
-    bad = non_finite_entries(encoder.state_dict())
-    if bad:
-        raise SystemExit(f"error: {path} holds non-finite weights ({', '.join(bad[:3])}); its features would be "
-                         f"meaningless: evaluate an earlier checkpoint of the run ({Path(path).parent / 'checkpoints'}) "
-                         "or train again")
-    return encoder, config
 
 
 def _write_report(out: Path, config: Config, preset: str, summary: dict, results: dict) -> None:
-    table = results_table(results)
+    table = probe_table(results)
     save_json(out / RunFolder.EVAL, results)
     text = (f"# AMDIM on {config.dataset} ({preset} preset)\n\n"
             f"Encoder: {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, n_depth {config.n_depth}; "
@@ -215,6 +209,12 @@ def cmd_bench(args) -> dict:
         print(f"  {result['gflop_per_step']:.1f} GFLOP/step ({result['gflop_per_image']:.3f} GFLOP/image), "
               f"{result['achieved_gflops']:.0f} GFLOP/s = {100 * result['fraction_of_peak']:.0f}% of a "
               f"{result['matmul_peak_gflops']:.0f} GFLOP/s matmul measured now")
+    if args.speed_rules:
+        rules = bench_speed_rules(config)
+        result["speed_rules"] = rules
+        print(f"  speed rules (amdim_lib/run/speed.py, convolutions as matmuls): {rules['seconds_per_step_with_rules']:.3f} "
+              f"s/step with, {rules['seconds_per_step_plain']:.3f} without: {rules['ratio']:.2f}x (medians of "
+              f"{rules['rounds']} alternating rounds of {rules['steps_per_round']} steps)")
     if not args.no_data:
         data = bench_data(config.replace(train_size=min(config.train_size or 10**9, 4 * config.batch_size * 3)))
         result.update(data_images_per_s=data["images_per_s"], data_later_images_per_s=data["later_images_per_s"],
@@ -381,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps per epoch of the end-to-end measurement, over that many batches of images "
                         "(default 10; the preset's whole epoch, e.g. 93 for the demo, is the closest to a real run)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (e.g. with --set compile=True)")
+    p.add_argument("--speed-rules", action="store_true",
+                   help="also time the step without the speed rules of amdim_lib/run/speed.py (alternating rounds)")
     p.add_argument("--profile", action="store_true",
                    help="also time each phase of a step: views, encoder forward/backward, NCE terms, probes, optimiser")
     p.add_argument("--compare-official", metavar="PATH",

@@ -174,6 +174,25 @@ def bench_training(config: Config, steps: int = 10, warmup: int = 3, flops: bool
     return result
 
 
+def bench_speed_rules(config: Config, steps: int = 3, rounds: int = 5, warmup: int = 2) -> dict:
+    """The step with run/speed.py's convolution rules against the plain nn.Conv2d step, alternated round by
+    round in this process (so that a drifting machine speed affects both alike). Returns the median
+    seconds per step of each and their ratio (plain / with rules: above 1, the rules pay here)."""
+    batch = _synthetic_batch(config)
+    steps_of = {rules: _training_setup(config.replace(matmul_convolutions=rules)) for rules in (True, False)}
+    device = steps_of[True][0]
+    times = {True: [], False: []}
+    for rules, (_, step) in steps_of.items():
+        for _ in range(warmup):
+            step(*batch)
+    for _ in range(rounds):
+        for rules, (_, step) in steps_of.items():
+            times[rules].append(_seconds(device, lambda: [step(*batch) for _ in range(steps)]) / steps)
+    with_rules, plain = (statistics.median(times[rules]) for rules in (True, False))
+    return {"seconds_per_step_with_rules": with_rules, "seconds_per_step_plain": plain, "ratio": plain / with_rules,
+            "rounds": rounds, "steps_per_round": steps}
+
+
 def bench_end_to_end(config: Config, steps: int = 10, warmup: int = 3, epochs: int = 4) -> dict:
     """What training loses to data loading: steps fed by the two-view data pipeline (as `train` reads
     it: same sampler, workers and pinning, batched views computed in the loop) against the same

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from .run.build import build_encoder, encoder_from_checkpoint
-from .run.checkpoints import load_failure
+from .run.checkpoints import check_weights, load_failure
 from .run.checkpoints import FORMAT
 from .core.encoder import Encoder
 from .run.presets import Config
@@ -118,6 +118,7 @@ def official_encoder(state: dict, path: str | Path = "the checkpoint") -> tuple[
     config = official_config(state["hyperparams"], path)
     encoder = build_encoder(config)
     weights = encoder_weights(state["model"], encoder, path)
+    check_weights(path, weights, encoder.state_dict())
     try:
         encoder.load_state_dict(weights)
     except RuntimeError as error:  # shapes that disagree with the hyperparams

@@ -4,11 +4,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from amdim_lib.run.checkpoints import load_checkpoint
+from amdim_lib.run.runfolder import RunFolder
 
 # Two steps of a global batch of 16: dropout off so that both runs draw the same random numbers, and
 # float32 (amp=auto is bf16 on some CPUs, whose rounding differs between one batch and two halves).
@@ -54,6 +58,12 @@ def test_two_process_ddp_steps_equal_single_process_steps(tmp_path):
     for ra, rb in zip(*losses):
         for key in ("loss", "1t5", "1t7", "5t5", "reg", "probe_linear_loss"):
             assert abs(ra[key] - rb[key]) < 1e-4, (key, ra[key], rb[key])
+    # Rank 0 alone writes the TensorBoard events: one events file, each logged step once.
+    event_files = list((tmp_path / "ddp" / RunFolder.TENSORBOARD).glob("events.out.tfevents.*"))
+    assert len(event_files) == 1, event_files
+    events = EventAccumulator(str(tmp_path / "ddp" / RunFolder.TENSORBOARD))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [r["step"] for r in losses[1]] == [1, 2]
 
 
 def test_mixture_trains_data_parallel_like_one_process(tmp_path):
@@ -103,3 +113,14 @@ def test_two_processes_train_under_bf16_autocast(tmp_path):
         assert abs(ra["loss"] - rb["loss"]) < 0.05 * abs(ra["loss"]), (ra["loss"], rb["loss"])
     for name, tensor in a["encoder"].items():
         assert torch.isfinite(b["encoder"][name]).all(), name
+
+
+def test_torchrun_with_one_process_takes_the_ddp_path(tmp_path):
+    script = tmp_path / "context.py"
+    script.write_text("from amdim_lib.run import distributed\nc = distributed.setup('cpu')\nprint(c.enabled, c.world_size)\n")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                          str(script)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})  # (also uninstalled)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["True", "1"]

@@ -5,7 +5,7 @@ import torch
 from amdim_lib.run.build import build_encoder, build_splits, eval_dataset
 from amdim_lib.core.encoder import Encoder
 from amdim_lib.analysis.evaluate import (evaluate_features, extract_features, knn_accuracy, linear_probe, mlp_probe,
-                                probe_encoder, results_table)
+                                probe_encoder, probe_table)
 from amdim_lib.run.presets import get_config
 
 
@@ -57,11 +57,11 @@ def test_extract_features_uses_eval_mode_and_restores_it():
     assert pixels.shape == (10, 3 * 32 * 32)
 
 
-def test_results_table_and_evaluate_features():
+def test_probe_table_and_evaluate_features():
     x, y = _clusters()
     result = evaluate_features(x, y, x, y)
     assert set(result) == {"linear", "knn"}
-    table = results_table({"a": result, "b": result})
+    table = probe_table({"a": result, "b": result})
     assert table.count("\n") == 3 and "linear acc. (%)" in table
 
 

@@ -167,6 +167,16 @@ def test_official_weights_that_disagree_with_their_hyperparams_are_refused(tmp_p
         load_encoder(tmp_path / "wider.pth")
 
 
+@pytest.mark.parametrize("dtype,value", [(torch.int64, 1.0), (torch.complex64, 1.0), (torch.float32, float("nan"))])
+def test_official_weights_that_are_not_finite_floating_point_numbers_are_refused(tmp_path, dtype, value):
+    state = torch.load(DATA / "official-32px-bn.pth", weights_only=True)
+    name = next(k for k, t in state["model"].items() if k.startswith("encoder.") and t.is_floating_point())
+    state["model"][name] = (state["model"][name] * value).to(dtype)
+    torch.save(state, tmp_path / "crafted.pth")
+    with pytest.raises(ValueError, match=r"crafted\.pth holds (weights that are not floating-point|non-finite weights)"):
+        load_encoder(tmp_path / "crafted.pth")
+
+
 def test_the_command_line_evaluates_an_official_checkpoint_on_an_image_folder(tmp_path):
     from PIL import Image
 

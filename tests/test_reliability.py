@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from PIL import Image
 
 import amdim_lib.run.checkpoints as checkpoints
@@ -19,7 +20,7 @@ from amdim_lib.run.checkpoints import load_checkpoint
 from amdim_lib.run.runfolder import latest_run_checkpoint, save_run_checkpoint
 from amdim_lib.data.datasets import build_dataset
 from amdim_lib.run.presets import get_config
-from amdim_lib.run.runfolder import read_metrics
+from amdim_lib.run.runfolder import RunFolder, read_metrics
 from amdim_lib.run.train import train
 
 SMOKE_RUN = ["--preset", "smoke", "--no-progress", "--set", "train_size=128", "--set", "batch_size=16",
@@ -60,6 +61,10 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_weights(tmp_path):
     assert final["step"] == 24
     _same_weights(load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), final)
     assert len(list((tmp_path / "killed" / "checkpoints").glob("step-*.pt"))) == 2, "only the last 2 are kept"
+    events = EventAccumulator(str(tmp_path / "killed" / RunFolder.TENSORBOARD))
+    events.Reload()  # the resumed run's TensorBoard curve: each step once, in order
+    assert [e.step for e in events.Scalars("train/loss")] == [r["step"] for r in read_metrics(tmp_path / "killed")
+                                                             if r["kind"] == "train"] == list(range(1, 25))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

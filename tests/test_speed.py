@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from amdim_lib.bench import bench_speed_rules
 from amdim_lib.core.encoder import Encoder
 from amdim_lib.run import speed
 from amdim_lib.run.build import build_encoder
@@ -207,3 +208,9 @@ def test_training_keeps_freed_memory_instead_of_mapping_large_tensors_afresh(mon
     assert "freed memory kept" in summary
 
 
+
+
+def test_bench_times_the_step_with_and_without_the_speed_rules():
+    result = bench_speed_rules(get_config("shapes", "smoke", batch_size=8), steps=1, rounds=2, warmup=1)
+    assert result["seconds_per_step_with_rules"] > 0 and result["seconds_per_step_plain"] > 0
+    assert result["ratio"] == result["seconds_per_step_plain"] / result["seconds_per_step_with_rules"]

@@ -5,7 +5,7 @@ import torch
 
 from amdim_lib.run.presets import Config, get_config
 from amdim_lib.run.checkpoints import load_checkpoint, save_checkpoint
-from amdim_lib.run.train import EpochSampler, lr_factor, train
+from amdim_lib.run.train import EpochSampler, Runtime, build_optimisation, build_state, lr_factor, train, train_step
 from amdim_lib.run.build import encoder_from_checkpoint, select_device
 from amdim_lib.run.runfolder import read_metrics
 
@@ -168,3 +168,137 @@ def test_train_until_never_passes_off_a_partial_run_as_finished(tiny, tmp_path, 
     monkeypatch.setattr(training, "train", lambda *args, **kwargs: {"interrupted": None, "steps": 4})
     with pytest.raises(RuntimeError, match="after 4 of 5 updates"):
         training.train_until(tiny, tmp_path, 5)
+
+
+def _one_step(config):
+    torch.manual_seed(0)
+    state = build_state(config.replace(probe_dropout=0.0), 10, torch.device("cpu"), 1)
+    state.nce_rng = torch.Generator().manual_seed(2)
+    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 10
+    losses, _, _ = train_step(state, x1, x2, y, config, Runtime(torch.device("cpu")))
+    encoder = state.encoder
+    return losses, encoder
+
+
+def test_channels_last_computes_the_same_step():
+    config = get_config("shapes", "smoke", warmup_steps=0)
+    nhwc_losses, nhwc = _one_step(config.replace(channels_last=True))
+    nchw_losses, nchw = _one_step(config.replace(channels_last=False))
+    assert next(nhwc.parameters()).is_contiguous(memory_format=torch.channels_last)
+    for key in nchw_losses:
+        assert abs(nhwc_losses[key].item() - nchw_losses[key].item()) < 1e-4, key
+    # Gradients, not updated weights: Adam's first step moves every weight by about lr whatever the
+    # gradient's size, so summation-order noise on a near-zero gradient would flip a whole update.
+    # (Compared as one vector: some biases have gradients at the level of float32 summation noise.)
+    a = torch.cat([p.grad.flatten() for p in nhwc.parameters()])
+    b = torch.cat([p.grad.flatten() for p in nchw.parameters()])
+    assert (a - b).norm() < 1e-4 * b.norm()
+
+
+def test_persistent_data_workers_feed_the_same_batches(tmp_path):
+    # Views are seeded per item, so a worker process yields exactly what the main process would,
+    # and one loader (with persistent workers) serves every epoch.
+    config = get_config("shapes", "smoke", train_size=64, test_size=32, batch_size=16, epochs=2, probe_dropout=0.0)
+    train(config, tmp_path / "main", progress=False)
+    train(config.replace(num_workers=1), tmp_path / "worker", progress=False)
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("main", "worker"))
+    assert a["step"] == b["step"] == 8
+    for name, tensor in a["encoder"].items():
+        assert torch.equal(tensor, b["encoder"][name]), name
+
+
+def _fresh_state(config):
+    torch.manual_seed(0)
+    state = build_state(config, 10, torch.device("cpu"), 1)
+    state.nce_rng = torch.Generator().manual_seed(2)
+    return state
+
+
+def test_the_objective_hands_batch_norm_its_gradient_in_the_activations_layout():
+    # Batch norm's backward ran 8-10x slower (bf16 and float32) when a channels-last activation got an
+    # NCHW gradient: the heads' output BN did when the views were sliced out of the batch.
+    config = get_config("shapes", "smoke", warmup_steps=0, channels_last=True)
+    state = _fresh_state(config)
+    layouts = []
+
+    def keep_layout(module, inputs, output):
+        if output.requires_grad and output.shape[-1] > 1:
+            output.register_hook(lambda g: layouts.append(g.is_contiguous(memory_format=torch.channels_last)))
+    for module in state.encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.register_forward_hook(keep_layout)
+    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    train_step(state, x1, x2, torch.arange(8) % 10, config, Runtime(torch.device("cpu")))
+    assert layouts and all(layouts), layouts
+
+
+def test_compiled_encoder_computes_the_same_step():
+    config = get_config("shapes", "smoke", warmup_steps=0)
+    compiled_losses, compiled = _one_step(config.replace(compile=True))
+    plain_losses, plain = _one_step(config)
+    for key in plain_losses:
+        assert abs(compiled_losses[key].item() - plain_losses[key].item()) < 1e-4, key
+    a = torch.cat([p.grad.flatten() for p in compiled.parameters()])
+    b = torch.cat([p.grad.flatten() for p in plain.parameters()])
+    assert (a - b).norm() < 1e-4 * b.norm()
+
+
+def test_reduce_overhead_starts_each_update_as_a_new_step_of_the_graphs(monkeypatch):
+    # (CUDA graphs on a GPU), so that replays never overwrite outputs still in use. What the loop adds
+    # is the mark; compiling itself is checked once above, so here torch.compile hands the module back.
+    marks, mark = [], torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(mark()))
+    compiled_as = []
+    monkeypatch.setattr(torch, "compile", lambda module, **options: compiled_as.append(options) or module)
+    _one_step(get_config("shapes", "smoke", warmup_steps=0, compile=True, compile_mode="reduce-overhead"))
+    assert len(marks) == 1 and [o.get("mode") for o in compiled_as] == ["reduce-overhead"]
+    _one_step(get_config("shapes", "smoke", warmup_steps=0, compile=True))
+    assert len(marks) == 1, "only reduce-overhead marks the steps"
+
+
+def test_bf16_autocast_computes_the_same_step_to_bf16_precision():
+    config = get_config("shapes", "smoke", warmup_steps=0)
+    torch.manual_seed(0)
+    states = [_fresh_state(config.replace(probe_dropout=0.0)) for _ in range(2)]
+    x1, x2 = torch.randn(2, 8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 10
+    full, _, _ = train_step(states[0], x1, x2, y, config, Runtime(torch.device("cpu")))
+    half, _, _ = train_step(states[1], x1, x2, y, config, Runtime(torch.device("cpu"), torch.bfloat16))
+    for key in full:
+        assert half[key].dtype == torch.float32, key  # the objective itself runs in float32
+        assert abs(half[key].item() - full[key].item()) < 0.02 * abs(full[key].item()) + 1e-3, key
+    a, b = (torch.cat([p.grad.flatten() for p in s.encoder.parameters()]) for s in states)
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+
+
+def test_compile_is_refused_where_it_was_measured_to_compute_a_wrong_step(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    with pytest.raises(ValueError, match="ATEN_CPU_CAPABILITY"):
+        _one_step(get_config("shapes", "smoke", compile=True))
+
+
+def test_fused_adam_makes_the_plain_adam_update_whatever_the_gradients_layout():
+    # Fused Adam pairs parameter and gradient in memory order: an NCHW gradient on a channels-last
+    # weight (possible only if assigned by hand) must be re-laid out first, or the wrong weights move.
+    config = get_config("shapes", "smoke", warmup_steps=0, weight_decay=1e-4)
+    updates = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+        linear = torch.nn.Linear(3, 2)
+        if fused:
+            optimizer, _, _ = build_optimisation(config, conv, linear, torch.device("cpu"), 10)
+            assert optimizer.defaults["fused"]
+        else:
+            optimizer = torch.optim.Adam([*conv.parameters(), *linear.parameters()], lr=config.lr,
+                                         betas=config.betas, eps=config.eps, weight_decay=config.weight_decay,
+                                         foreach=False)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in (*conv.parameters(), *linear.parameters()):
+                p.grad = torch.randn(p.shape, generator=generator)  # contiguous: NCHW for the conv weight
+            optimizer.step()
+        assert not conv.weight.grad.is_contiguous() or not fused  # re-laid out like its weight
+        updates.append(torch.cat([p.detach().flatten() for p in (*conv.parameters(), *linear.parameters())]))
+    assert torch.allclose(updates[0], updates[1], rtol=1e-5, atol=1e-7)

@@ -167,7 +167,7 @@ def evaluate_encoder(encoder: Encoder, config: Config, baselines: bool = True, m
             for name, feats in feature_sets(encoder, config, baselines, device).items()}
 
 
-def results_table(results: dict) -> str:
+def probe_table(results: dict) -> str:
     """A markdown table of {feature set: {probe: accuracy}}."""
     probes = list(next(iter(results.values())))
     return markdown_table(["features", *(f"{p} acc. (%)" for p in probes)],

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..data.batched_views import BatchedViews
-from .checkpoints import load_checkpoint, unusable_checkpoint
+from .checkpoints import check_weights, load_checkpoint, unusable_checkpoint
 from ..data.datasets import build_dataset, num_classes, self_supervised_split
 from ..core.encoder import Encoder
 from .presets import Config
@@ -44,8 +44,13 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
     try:
         config = Config.from_dict(state["config"])
         encoder = build_encoder(config)
-        encoder.load_state_dict(state["encoder"])
+        weights = dict(state["encoder"])
     except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as error:
+        raise unusable_checkpoint(path, error) from None
+    check_weights(path, weights, encoder.state_dict())
+    try:
+        encoder.load_state_dict(weights)
+    except (TypeError, RuntimeError) as error:
         raise unusable_checkpoint(path, error) from None
     return encoder.eval(), config
 

@@ -95,6 +95,23 @@ def non_finite_entries(tensors: dict) -> list[str]:
             if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
 
 
+def check_weights(path: str | Path, saved: dict, expected: dict) -> None:
+    """Refuse weights that would load without an error but give meaningless features: an integer,
+    boolean or complex tensor where the model holds floating-point numbers (load_state_dict would cast
+    it silently, truncating every weight), and NaN or infinity. `expected`: the model's state dict."""
+    wrong_kind = [f"{name} ({str(t.dtype).removeprefix('torch.')})" for name, t in saved.items()
+                  if name in expected and expected[name].is_floating_point()
+                  and not (isinstance(t, torch.Tensor) and t.is_floating_point())]
+    if wrong_kind:
+        raise ValueError(f"{path} holds weights that are not floating-point numbers ({', '.join(wrong_kind[:3])}"
+                         f"{', ...' if len(wrong_kind) > 3 else ''}): it was altered or is not a model's checkpoint; "
+                         "use another checkpoint of the run or train again")
+    bad = non_finite_entries(saved)
+    if bad:
+        raise ValueError(f"{path} holds non-finite weights ({', '.join(bad[:3])}); its features would be meaningless: "
+                         f"evaluate an earlier checkpoint of the run ({Path(path).parent / 'checkpoints'}) or train again")
+
+
 def remove_orphaned_temporary_files(folder: str | Path) -> list[Path]:
     """Delete the temporary files (`.NAME.tmp-PID`, see `atomic_write`) that writers killed mid-write
     left in `folder`; a live process's stay. Returns the paths removed."""

@@ -37,6 +37,7 @@ class RunFolder:
     HISTORY = "checkpoints"               # step-NNNNNNNN.pt: the last few, to fall back on
     CONFIG = "config.json"                # the run's identity
     METRICS = "metrics.jsonl"             # one record every log_every steps, one per evaluation
+    TENSORBOARD = "tensorboard"           # the same records as TensorBoard events (run/events.py)
     LOCK = "run.lock"
     EVAL = "eval.json"                    # what `eval` writes beside the checkpoint
     EVAL_INFO = "eval_info.json"
@@ -46,7 +47,7 @@ class RunFolder:
     SUPERVISED_SUMMARY = "supervised.json"
     # What a training run writes, then what evaluating it writes: both go when a run is overwritten,
     # since a report left behind would describe the old run's weights.
-    RUN_FILES = (CHECKPOINT, HISTORY, CONFIG, METRICS)
+    RUN_FILES = (CHECKPOINT, HISTORY, CONFIG, METRICS, TENSORBOARD)
     EVALUATION_FILES = (EVAL, EVAL_INFO, REPORT)
 
 

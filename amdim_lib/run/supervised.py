@@ -29,6 +29,7 @@ from .checkpoints import load_checkpoint, save_checkpoint, save_json
 from ..core.encoder import Encoder, views_in_batch
 from .speed import autocast_dtype
 from .presets import Config
+from .events import EventLog
 from .runfolder import RunFolder, reuse_finished_run
 from .train import build_optimisation, epoch_loader
 
@@ -47,6 +48,24 @@ def head_accuracy(encoder: Encoder, head: nn.Module, dataset, device, dtype=None
         correct += (head(h.float()).argmax(1) == y).sum().item()
         total += len(y)
     return correct / max(total, 1)
+
+
+def _update(encoder, head, x1, x2, y, optimisation, config: Config, dtype, step: int) -> tuple[float, float]:
+    """One supervised update on both views; returns its loss and training accuracy."""
+    optimizer, scheduler, scaler = optimisation
+    x, y = torch.cat([x1, x2]), torch.cat([y, y])
+    with autocast(x.device, dtype), views_in_batch(encoder, 2 if config.bn_per_view else 1):
+        h = encoder(x).r1.flatten(1)  # both views in one pass, with batch norm as in the AMDIM step
+    logits = head(h.float())
+    loss = F.cross_entropy(logits, y)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite supervised loss at step {step + 1}; lower lr")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss.item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def train_supervised(config: Config, steps: int | None = None, out_dir: str | Path | None = None,
@@ -83,6 +102,8 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
     labelled_epoch = steps_per_epoch(config, pairs)
 
     history, step, seen, t0 = [], 0, 0, time.perf_counter()
+    events = EventLog(out_dir).open()
+    events.text("config", schedule.to_dict())
     bar = tqdm(total=steps, disable=not progress, desc="supervised", unit="step", dynamic_ncols=True)
     sampler, loader = epoch_loader(pairs, config, device)
     while step < steps:
@@ -90,21 +111,12 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
         encoder.train(), head.train()
         for batch in loader:
             x1, x2, y = pairs.views_on(batch, device)
-            x, y = torch.cat([x1, x2]), torch.cat([y, y])
-            with autocast(device, dtype), views_in_batch(encoder, 2 if config.bn_per_view else 1):
-                h = encoder(x).r1.flatten(1)  # both views in one pass, with batch norm as in the AMDIM step
-            logits = head(h.float())
-            loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite supervised loss at step {step + 1}; lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            loss, acc = _update(encoder, head, x1, x2, y, (optimizer, scheduler, scaler), config, dtype, step)
             step += 1
-            seen += len(y)
-            history.append((step, round(loss.item(), 5), (logits.argmax(1) == y).float().mean().item()))
+            seen += 2 * len(y)
+            history.append((step, round(loss, 5), acc))
+            events.record({"kind": "supervised", "step": step, "loss": history[-1][1], "train_acc": history[-1][2],
+                           "lr": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{history[-1][1]:.3f}", acc=f"{history[-1][2]:.2f}")
             bar.update(1)
             if step == steps:
@@ -118,6 +130,8 @@ def train_supervised(config: Config, steps: int | None = None, out_dir: str | Pa
                "train_acc": sum(h[2] for h in recent) / len(recent),
                "test_acc": head_accuracy(encoder, head, test_set, device, dtype), "loaded": False,
                "history": history}
+    events.record({"kind": "supervised", "step": steps, "test_acc": summary["test_acc"]})
+    events.close()
     encoder = encoder.eval().cpu()
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)

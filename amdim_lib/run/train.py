@@ -31,7 +31,9 @@ from tqdm.auto import tqdm
 from . import distributed
 from .build import autocast, build_data, build_encoder, make_loader, select_device, steps_per_epoch
 from .checkpoints import save_json, unusable_checkpoint
-from .runfolder import last_checkpoint_text, latest_run_checkpoint, save_run_checkpoint, truncate_metrics
+from .events import EventLog
+from .runfolder import (last_checkpoint_text, latest_run_checkpoint, read_metrics, save_run_checkpoint,
+                        truncate_metrics)
 from ..data.datasets import EXPECTED_CLASSES
 from ..core.encoder import Encoder, Features, views_in_batch
 from .memory import check_fits
@@ -383,12 +385,15 @@ def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at
     meter = Throughput(runtime.context.world_size)
     last, halt = {}, False
     with StopRequests() as stop, log:
+        log.events.text("config", config.to_dict())
         while state.step < total_steps and state.step != stop_at_step and not halt:
             epoch, start = divmod(state.step, per_epoch)
             sampler.set_epoch(epoch, start=start * (config.batch_size // runtime.context.world_size))
             state.model.train()
             for batch in loader:
                 x1, x2, y = pairs.views_on(batch, runtime.device)
+                if meter.images == 0:
+                    log.events.view_pairs(x1, x2, state.step)
                 outcome = train_step(state, x1, x2, y, config, runtime)
                 state.step += 1
                 meter.add(len(y))
@@ -492,11 +497,13 @@ def save_state(state: TrainState, config: Config, out: Path, context: distribute
 
 
 class MetricsLog:
-    """metrics.jsonl of a run, appended one flushed JSON line a record (rank 0 only). Opening it drops
-    the lines a killed run wrote after its last checkpoint, so a resumed log reads as one run."""
+    """metrics.jsonl of a run, appended one flushed JSON line a record (rank 0 only), and the same
+    records as TensorBoard events (run/events.py). Opening it drops the lines a killed run wrote after
+    its last checkpoint, so a resumed log (and its events) reads as one run."""
 
     def __init__(self, out: Path, step: int, enabled: bool = True):
         self.path, self.enabled, self.file = out / RunFolder.METRICS, enabled, None
+        self.events = EventLog(out, enabled)
         if enabled:
             with writing(self.path, out):
                 truncate_metrics(out, step)
@@ -505,17 +512,20 @@ class MetricsLog:
         if self.enabled:
             with writing(self.path, self.path.parent):
                 self.file = open(self.path, "a")
+            self.events.open(read_metrics(self.path.parent))
         return self
 
     def __exit__(self, *exc):
         if self.file is not None:
             self.file.close()
+        self.events.close()
 
     def write(self, kind: str, values: dict) -> None:
         if self.file is not None:
             with writing(self.path, self.path.parent):
                 self.file.write(json.dumps({"kind": kind, **values}) + "\n")
                 self.file.flush()
+            self.events.record({"kind": kind, **values})
 
 
 class Throughput:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import amdim_lib.__main__ as cli
+from amdim_lib import load_encoder
 from amdim_lib.__main__ import main
 from amdim_lib.run.checkpoints import load_checkpoint, save_checkpoint
 from amdim_lib.run.presets import Config, get_config
@@ -119,6 +120,22 @@ def test_eval_refuses_non_finite_weights_naming_the_checkpoint(run, no_evaluatio
     assert f"{path} holds non-finite weights (head7.conv1.weight)" in message and "earlier checkpoint" in message
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool])
+def test_load_encoder_refuses_weights_that_are_not_floating_point(run, dtype):
+    # load_state_dict would cast them silently: int64 truncates every weight, complex drops a part.
+    path = _edited(run, lambda s: s["encoder"].update(
+        {"head5.conv1.weight": s["encoder"]["head5.conv1.weight"].mul(1000).to(dtype)}))
+    with pytest.raises(ValueError, match=r"holds weights that are not floating-point numbers \(head5.conv1.weight"):
+        load_encoder(path)
+    assert "not floating-point numbers" in _eval_exit("--checkpoint", path)
+
+
+def test_load_encoder_refuses_non_finite_weights_for_every_caller(run):
+    path = _edited(run, lambda s: s["encoder"]["to_r1.0.0.conv1.weight"].__setitem__((0, 0, 0, 0), float("inf")))
+    with pytest.raises(ValueError, match=r"holds non-finite weights \(to_r1.0.0.conv1.weight\)"):
+        load_encoder(path)
+
+
 def test_an_unsafe_file_is_refused_without_advising_the_unsafe_load(tmp_path):
     class Payload:
         def __reduce__(self):
@@ -196,15 +213,3 @@ def test_fuzz_checkpoints_through_eval_and_resume(trained, tmp_path, no_evaluati
             _resumes_or_names_it(config, folder)
     assert base["step"] == 4 and time.time() - start < 60
     capsys.readouterr()
-
-
-def test_the_library_loader_names_a_checkpoint_whose_contents_do_not_fit(run):
-    # Sweeps and notebooks load encoders without the command line: they get the same one-line error.
-    from amdim_lib.run.build import encoder_from_checkpoint
-
-    for change, expected in ((lambda s: s.pop("config"), "it has no 'config' entry"),
-                             (lambda s: s["encoder"].pop("head5.conv1.weight"), "its weights do not fit")):
-        path = _edited(run, change)
-        with pytest.raises(ValueError, match="cannot be used") as refused:
-            encoder_from_checkpoint(path)
-        assert path in str(refused.value) and expected in str(refused.value) and "\n" not in str(refused.value)

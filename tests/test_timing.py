@@ -1,0 +1,25 @@
+"""Unit tests of amdim_lib.analysis.timing."""
+
+import pytest
+import torch
+
+from amdim_lib.analysis import timing
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests run thousands of tiny ops; on a busy two-core machine one intra-op thread is far faster
+    than two (which wait at barriers for each other). The results do not depend on it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_time_call_restores_the_thread_count():
+    torch.set_num_threads(2)
+    before = torch.get_num_threads()
+    seen = []
+    result, seconds = timing.time_call(lambda: seen.append(torch.get_num_threads()) or 42, repeats=3)
+    assert result == 42 and seen == [1, 1, 1] and seconds >= 0
+    assert torch.get_num_threads() == before
