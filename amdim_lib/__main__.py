@@ -16,7 +16,7 @@ from .bench import (bench_against_official, bench_data, bench_end_to_end, bench_
 from .run.build import select_device
 from .run.speed import autocast_dtype, execution_summary
 from .run.checkpoints import atomic_write, save_json
-from .data.datasets import fetch
+from .data.datasets import fetch, shorten
 from .analysis.evaluate import evaluate_encoder, probe_table
 from .run.memory import check_fits
 from .official import load_encoder
@@ -40,6 +40,8 @@ EXAMPLES = """examples:
   python -m amdim_lib sweep --dataset shapes --preset demo --out runs/ablations --variants full single_scale dim_baseline
 """
 
+MAX_SET_VALUE = 4096  # characters of one --set value (a data path is the longest sensible one)
+
 
 def _parse_value(field: dataclasses.Field, text: str):
     def scalar(item: str):
@@ -48,6 +50,12 @@ def _parse_value(field: dataclasses.Field, text: str):
         except (ValueError, SyntaxError):
             return item  # a bare word such as cpu or 1t7
     if isinstance(field.default, tuple) or "tuple" in str(field.type):
+        whole = scalar(text)
+        if isinstance(whole, (tuple, list)):
+            if any(isinstance(item, (tuple, list, dict, set)) for item in whole):
+                raise SystemExit(f"error: --set {field.name} takes a flat tuple such as {field.default}, got "
+                                 f"{shorten(text, 80)!r}")
+            return tuple(whole)
         return tuple(scalar(item) for item in text.strip("()[] ").split(",") if item.strip())
     return scalar(text)
 
@@ -61,7 +69,10 @@ def config_from_args(args) -> Config:
         if key == "dataset":
             raise SystemExit("error: invalid configuration: choose the data set with --dataset, not --set dataset=...")
         if not sep or key not in fields:
-            raise SystemExit(f"--set expects KEY=VALUE with KEY one of: {', '.join(fields)} (got {item!r})")
+            raise SystemExit(f"--set expects KEY=VALUE with KEY one of: {', '.join(fields)} (got {shorten(item, 80)!r})")
+        if len(value) > MAX_SET_VALUE:
+            raise SystemExit(f"error: --set {key}=... is {len(value):,} characters long; no setting takes more than "
+                             f"{MAX_SET_VALUE} (a path, a number or a short tuple)")
         overrides[key] = _parse_value(fields[key], value)
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir

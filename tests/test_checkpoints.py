@@ -2,6 +2,7 @@
 evaluation's output folder is checked before the work, Ctrl-C ends cleanly; a fuzz over checkpoints."""
 
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -144,6 +145,38 @@ def test_an_unsafe_file_is_refused_without_advising_the_unsafe_load(tmp_path):
     message = _eval_exit("--checkpoint", str(tmp_path / "evil.pt"))
     assert str(tmp_path / "evil.pt") in message and "Python object (print)" in message and "refused" in message
     assert "weights_only" not in message and "can still be loaded" not in message and "succeed" not in message
+
+
+# What torch.load says when it refuses a file, in the wordings of the PyTorch versions the project allows
+# (2.4-2.5: weights_only off by default; 2.6 on: on by default, with two options; other refusals).
+_UNSAFE_ADVICE = "Re-running `torch.load` with `weights_only` set to `False` will likely succeed, but it can " \
+                 "result in arbitrary code execution. Do it only if you got the file from a trusted source."
+TORCH_REFUSALS = {
+    "2.4": "Weights only load failed. " + _UNSAFE_ADVICE + "\n Please file an issue with the following so that we can "
+           "make `weights_only=True` compatible with your use case: WeightsUnpickler error: Unsupported global: GLOBAL "
+           "__main__.Payload was not an allowed global by default. Please use `torch.serialization.add_safe_globals("
+           "[Payload])` to allowlist this global if you trust this class/function.",
+    "2.6": "Weights only load failed. This file can still be loaded, to do so you have two options, do those steps only "
+           "if you trust the source of the checkpoint. \n\t(1) In PyTorch 2.6, we changed the default value of the "
+           "`weights_only` argument in `torch.load` from `False` to `True`. " + _UNSAFE_ADVICE + "\n\t(2) Alternatively, "
+           "to load with `weights_only=True` please check the recommended steps in the following error message.\n\t"
+           "WeightsUnpickler error: Unsupported global: GLOBAL posix.system was not an allowed global by default.",
+    "operand": "Weights only load failed. This file can still be loaded, to do so you have two options. \n\t(1) "
+               + _UNSAFE_ADVICE + "\n\tWeightsUnpickler error: Unsupported operand 149",
+    "class": "Weights only load failed. " + _UNSAFE_ADVICE + "\nWeightsUnpickler error: Unsupported class "
+             "__main__.Payload",
+    "reduce": "Weights only load failed. " + _UNSAFE_ADVICE + "\nWeightsUnpickler error: Trying to call reduce for "
+              "unrecognized function <built-in function eval> which belongs to builtins",
+}
+
+
+@pytest.mark.parametrize("version", sorted(TORCH_REFUSALS))
+def test_no_wording_of_a_refusal_carries_the_advice_to_load_unsafely(version):
+    from amdim_lib.run.checkpoints import load_failure
+    message = load_failure(pickle.UnpicklingError(TORCH_REFUSALS[version]))
+    for advice in ("weights_only", "False", "trust", "safe_globals", "can still be loaded", "succeed", "options"):
+        assert advice not in message, (version, message)
+    assert message.endswith("refused") and "\n" not in message
 
 
 # ----------------------------------------------------------------------------- fuzz

@@ -12,7 +12,7 @@ from cli_exit import exit_message
 from amdim_lib.run.build import build_encoder
 from amdim_lib.run.memory import check_fits, estimate_training_memory
 from amdim_lib.core.mixture import MixtureHead
-from amdim_lib.run.presets import check_notebook_parameters, get_config
+from amdim_lib.run.presets import Config, check_notebook_parameters, get_config
 from amdim_lib.run.probes import Probes
 from amdim_lib.run.train import Runtime, build_state, train_step
 
@@ -116,6 +116,21 @@ def test_a_device_this_machine_lacks_is_named(monkeypatch, tmp_path, device, nam
 def test_values_that_would_compute_nonsense_are_refused(setting, expected):
     message = exit_message(["train", "--preset", "smoke", "--set", setting, "--print-config"])
     assert message.startswith("error: invalid configuration: ") and expected in message
+
+
+@pytest.mark.parametrize("setting,expected,longest", [
+    ("betas=((1,2),3)", "--set betas takes a flat tuple such as (0.8, 0.999), got '((1,2),3)'", 200),
+    ("data_dir=" + "x" * 100_000, "--set data_dir=... is 100,000 characters long; no setting takes more than 4096", 200),
+    ("no_such_key=" + "y" * 100_000, "(got 'no_such_key=yyyy", 1200),
+])
+def test_odd_values_get_a_short_message_naming_the_type_expected(setting, expected, longest):
+    message = exit_message(["train", "--preset", "smoke", "--set", setting, "--print-config"])
+    assert expected in message and len(message) < longest
+
+
+def test_a_configuration_that_is_not_a_dict_is_named_as_such():
+    with pytest.raises(ValueError, match="a configuration is a dict of settings .*got a str: 'hello'"):
+        Config.from_dict("hello")
 
 
 @pytest.mark.parametrize("argv,expected", [

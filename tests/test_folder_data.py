@@ -54,6 +54,16 @@ def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
     assert all(label == train.classes.index(Path(path).parent.name) for path, label in train.samples)
 
 
+def test_thousands_of_empty_classes_are_not_listed_one_by_one(tmp_path):
+    for split in ("train", "test"):
+        for index in range(3000):
+            (tmp_path / split / f"class_{index:05d}").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as error:
+        build_dataset("folder", "train", data_dir=tmp_path)
+    message = str(error.value)
+    assert "no usable images under" in message and "more characters)" in message and len(message) < 2000
+
+
 def test_splits_with_different_classes_are_refused_with_the_difference(tmp_path):
     _tree(tmp_path, {"train": ["cat", "dog", "fox"], "test": ["cat", "fox", "wolf"]})
     for split in ("train", "test"):

@@ -152,6 +152,12 @@ def check_same_classes(train: Path, test: Path) -> None:
                          "give both splits the same class folders")
 
 
+def shorten(text: str, limit: int = 300) -> str:
+    """`text` cut to `limit` characters for a message, saying how much was left out."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
 def _few(names: set, limit: int = 8) -> str:
     listed = sorted(names)
     return (", ".join(listed[:limit]) + (f" and {len(listed) - limit} more" if len(listed) > limit else "")) or "none"
@@ -387,7 +393,7 @@ def _folder_split(name: str, root: Path, split: str, skip_bad: bool):
     try:
         data = CheckedImageFolder(str(path), skip_bad)
     except (FileNotFoundError, RuntimeError) as error:  # no class folders (e.g. ImageNet's flat val tar), no images
-        raise FileNotFoundError(f"no usable images under {path}: {error}\n{_folder_layout(name, root)}") from None
+        raise FileNotFoundError(f"no usable images under {path}: {shorten(error)}\n{_folder_layout(name, root)}") from None
     other = _first(root, SPLIT_FOLDERS[name]["test" if split == "train" else "train"])
     if other is not None and other.is_dir():
         check_same_classes(*((path, other) if split == "train" else (other, path)))
@@ -453,7 +459,7 @@ def _plain_folder_split(root: Path, split: str, skip_bad: bool = False) -> Image
         try:
             return CheckedImageFolder(str(path), skip_bad)
         except (FileNotFoundError, RuntimeError) as error:  # empty tree or no image files
-            raise FileNotFoundError(f"no usable images under {path}: {error}\n{FOLDER_LAYOUT.format(root=root)}") from None
+            raise FileNotFoundError(f"no usable images under {path}: {shorten(error)}\n{FOLDER_LAYOUT.format(root=root)}") from None
     raise FileNotFoundError(f"image folder data set: no '{split}' split under {root}\n{FOLDER_LAYOUT.format(root=root)}\n"
                             "Pass the root with --data-dir (notebooks: data_dir=...).")
 

@@ -65,14 +65,19 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_failure(error: Exception) -> str:
-    """What torch.load objected to, in one line. Its refusal of a pickled object comes with advice to
-    load the file unsafely (which would run the object's code): only the object's name is kept."""
+    """What torch.load objected to, in one line. Its refusals come wrapped in advice to load the file
+    unsafely (which would run the object's code) or to allow-list the object: whatever a PyTorch version
+    words it, only the refused object or the unpickler's own reason is kept, never the advice."""
     text = str(error).strip()
-    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    refused = re.search(r"(?:GLOBAL|Unsupported class|unrecognized function)\s+`?([\w.]+)", text)
     if refused:
         return f"it holds a Python object ({refused.group(1)}), which could run code when loaded: refused"
+    if "weights_only" in text or "Weights only load failed" in text or "WeightsUnpickler" in text:
+        reason = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s|\.?$)", text, re.S)
+        detail = f" ({' '.join(reason.group(1).split())[:120]})" if reason else ""
+        return f"it holds something other than tensors and plain containers{detail}: refused"
     first_line = text.splitlines()[0] if text else ""
-    return f"{type(error).__name__}: {first_line}"
+    return f"{type(error).__name__}: {first_line[:300]}"
 
 
 def unusable_checkpoint(path: str | Path, error: Exception) -> ValueError:

@@ -16,6 +16,7 @@ from ..core.encoder import IMAGE_SIZES, local_width
 from ..core.mixture import DEFAULT_ALPHA, DEFAULT_TAU
 from ..core.objectives import TASKS
 from ..core.views import LEVELS, NORMALISATION, STRONG_POLICIES, VIEW_POLICIES, normalisation_for
+from ..data.datasets import shorten
 
 PRESETS_NAMES = ("smoke", "demo", "paper")
 # torch.compile's modes; reduce-overhead replays the encoder's kernels as CUDA graphs (on a GPU: for
@@ -185,6 +186,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
+        if not isinstance(values, dict):
+            raise ValueError(f"a configuration is a dict of settings (as config.json holds), got a "
+                             f"{type(values).__name__}: {shorten(repr(values), 80)}")
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(values) - set(names)
         if unknown:
