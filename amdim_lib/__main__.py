@@ -199,6 +199,14 @@ def cmd_download(args) -> dict:
     return {"root": str(root)}
 
 
+def _fetched_root(args) -> str | None:
+    """--data-dir, after fetching the data set into it with --download (the notebooks never download:
+    a parameter they do not declare would be dropped)."""
+    if args.download:
+        return str(cmd_download(args)["root"])
+    return args.data_dir
+
+
 def cmd_bench(args) -> dict:
 
     config = config_from_args(args)
@@ -327,10 +335,16 @@ def cmd_sweep(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    """The main job: every notebook in order at the demo preset on Shapes, then one HTML report."""
-
+    """The main job: every notebook in order at the demo preset on Shapes, then one HTML report. With
+    another --dataset (photographs: cifar10, a class-folder tree, ...), the training and evaluation
+    notebooks (04, 05) on it, into runs/demo-<dataset> unless --out says otherwise."""
+    if args.dataset == "shapes":
+        out, only, data = args.out or "runs/demo", args.only, {}
+    else:
+        out, only = args.out or f"runs/demo-{args.dataset}", args.only or ["04", "05"]
+        data = dict(dataset=args.dataset, data_dir=_fetched_root(args))
     try:
-        return run_workbook(args.out, preset=args.preset, only=args.only, device=args.device or "auto")
+        return run_workbook(out, preset=args.preset, only=only, device=args.device or "auto", **data)
     except NotebookError as error:
         raise SystemExit(f"make demo stopped: {error}") from None
 
@@ -341,7 +355,7 @@ def cmd_reproduce(args) -> dict:
     out = args.out or f"runs/reproduce-{args.dataset}"
     try:
         return run_workbook(out, preset=args.preset, only=["04", "05"], dataset=args.dataset,
-                            data_dir=args.data_dir, download=args.download, device=args.device or "auto")
+                            data_dir=_fetched_root(args), device=args.device or "auto")
     except NotebookError as error:
         raise SystemExit(f"reproduce stopped: {error}") from None
 
@@ -413,7 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="run every notebook at the demo preset and write runs/demo/report.html (what `make demo` runs)")
-    p.add_argument("--out", default="runs/demo", help="where executed notebooks, figures, metrics and report.html go")
+    p.add_argument("--out", help="where executed notebooks, figures, metrics and report.html go (default runs/demo, "
+                                 "or runs/demo-<dataset>)")
+    p.add_argument("--dataset", default="shapes", choices=sorted(PRESETS),
+                   help="shapes (default): the whole workbook; another data set (e.g. cifar10: photographs): the "
+                        "training and evaluation notebooks on it at the same preset")
+    p.add_argument("--data-dir", help="root of that data set (default data/<name>/; needed for --dataset folder)")
+    p.add_argument("--download", action="store_true", help="fetch the data set first where a network allows")
     p.add_argument("--preset", default="demo", help="preset passed to every notebook (default demo)")
     p.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01 04)")
     p.add_argument("--device", help="device passed to the notebooks that train (default auto)")

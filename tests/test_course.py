@@ -9,6 +9,8 @@ from xml.etree import ElementTree
 import nbformat
 import pytest
 
+from amdim_lib.analysis.results import paper_results_table
+
 from amdim_lib.ui import exercises
 from amdim_lib.ui.html_report import write_report
 from amdim_lib.ui.workbook import NOTEBOOKS_DIR, notebooks, run_notebook
@@ -167,6 +169,12 @@ def test_overview_runs_and_lists_every_notebook_with_its_minutes(report):
     assert metrics["total_minutes_demo"] == pytest.approx(sum(e["minutes"] for e in metrics["notebooks"].values()))
     assert metrics["notebooks"]["01_views"]["title"] == "Views of a shared context"
     assert metrics["exercises"] == sorted(exercises.EXERCISES)
+
+
+def test_overview_shows_the_papers_results_from_the_library(report):
+    page, metrics = report
+    assert metrics["paper_table"] == paper_results_table()
+    assert "What AMDIM achieved" in page and "68.1" in page and "ndf 320, n_rkhs 1280, depth 10" in page
 
 
 def test_report_opens_with_a_title_and_one_contents_entry_per_notebook(report):

@@ -28,8 +28,10 @@ def test_every_named_variant_is_a_valid_configuration(preset):
         assert config.dataset == base.dataset and config.epochs == base.epochs, name
     demo = get_config("shapes", "demo")
     assert sweep.variant_config(demo, VARIANTS["single_scale"]).tasks == ("1t7",)
+    # Local DIM as its paper defines it: one unaugmented view, global -> local, no clip or penalty; same encoder.
     dim = sweep.variant_config(demo, VARIANTS["dim_baseline"])
-    assert dim.tasks == ("1t7",) and dim.augment == "none"
+    assert dim.tasks == ("1t7",) and dim.augment == "none" and dim.tclip is None and dim.reg_weight == 0.0
+    assert (dim.ndf, dim.n_rkhs, dim.n_depth) == (demo.ndf, demo.n_rkhs, demo.n_depth)
     assert sweep.variant_config(demo, VARIANTS["tclip_none"]).tclip is None
     assert sweep.variant_config(demo, VARIANTS["no_reg"]).reg_weight == 0.0
     wide = sweep.variant_config(demo, VARIANTS["wide"])

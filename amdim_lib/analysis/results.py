@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..run.checkpoints import read_json, read_jsonl
-from ..run.presets import model_size_name
+from ..run.presets import MODEL_SIZES, get_config, model_size_name
 from ..run.runfolder import RunFolder
 
 # Linear-evaluation accuracies (%) reported for AMDIM, and the encoder (MODEL_SIZES) each was measured with:
@@ -32,6 +32,21 @@ PROTOCOL = ("Ours: frozen r1 features with the test transform; linear = logistic
             "k=200, temperature-weighted; 'online' = the probes trained alongside the encoder. Paper: linear "
             "evaluation as reported (CIFAR/STL-10: large model; ImageNet, Places205: official README, "
             "Places205 by transfer from ImageNet), shown only beside a run of the same encoder.")
+
+
+PAPER_SOURCE = {"cifar10": "paper (large model)", "cifar100": "paper (large model)", "stl10": "paper (large model)",
+                "imagenet": "official README (AMDIM-Large)", "places205": "official README (transfer from ImageNet)"}
+
+
+def paper_results_table() -> str:
+    """Markdown: what AMDIM achieved (PAPER_LINEAR), each with the encoder it was measured with."""
+    rows = []
+    for key in ("imagenet", "places205", "stl10", "cifar10", "cifar100"):
+        size = MODEL_SIZES[PAPER_MODEL[key]]
+        image = get_config(key, "paper").image_size
+        rows.append([DISPLAY[key], f"{PAPER_LINEAR[key]:.1f}", f"{image} px, ndf {size['ndf']}, n_rkhs {size['n_rkhs']}, "
+                     f"depth {size['n_depth']}", PAPER_SOURCE[key]])
+    return markdown_table(["data set", "linear (%)", "encoder", "source"], rows, "lrll")
 
 
 def paper_key(dataset: str, data_dir: str | None = None) -> str | None:

@@ -34,7 +34,8 @@ images of the run's labelled splits.
 
 Baselines beside the variants: `supervised` (the same encoder trained with labels for the same number
 of updates, `amdim_lib.run.supervised`), `random_init` (the same encoder untrained: what the architecture
-gives for free) and `dim_baseline` (local DIM: global-to-local prediction on one unaugmented image).
+gives for free) and `dim_baseline` (local DIM: global-to-local prediction on one unaugmented image,
+without AMDIM's score clipping and penalty).
 """
 
 from __future__ import annotations
@@ -130,8 +131,11 @@ VARIANTS: dict[str, Variant] = {
     "deep": Variant({"n_depth": Scaled("n_depth", 2)}, "size", "twice the layers per block (n_depth x2)",
                     "higher: larger encoders do better"),
     # baselines
-    "dim_baseline": Variant({"tasks": ("1t7",), "augment": "none"}, "baseline",
-                            "local DIM: global -> 7x7 (1t7) on one image, no augmentation (the method AMDIM extends)",
+    # Local DIM as Hjelm et al. (ICLR 2019) define it: one view (no augmentation between the two sides),
+    # global -> local prediction, none of AMDIM's multiscale tasks, score clipping or penalty; the same encoder.
+    "dim_baseline": Variant({"tasks": ("1t7",), "augment": "none", "tclip": None, "reg_weight": 0.0}, "baseline",
+                            "local DIM: global -> 7x7 (1t7) on one unaugmented image, no score clipping or penalty "
+                            "(the method AMDIM extends)",
                             "much lower: AMDIM's additions over DIM are the paper's point"),
     "supervised": Variant({}, "baseline", "the same encoder trained with labels (cross-entropy), same views and updates",
                           "–", method="supervised"),
@@ -349,10 +353,10 @@ SIGNIFICANCE_RULE = ("a difference counts when it exceeds the sum of the two var
 # Pairs of variants that isolate one factor where neither is the reference: (variant, against) ->
 # (question, what the pair isolates, the paper's direction). Compared whenever both are in a sweep.
 CONTRASTS = {
-    ("dim_baseline", "single_scale"): ("views", "augmentation at a single scale: none (DIM) against full, both 1t7 only",
-                                       "much lower without augmentation"),
-    ("dim_baseline", "augment_none"): ("multiscale", "multiscale without augmentation: 1t7 only (DIM) against all three tasks",
-                                       "lower with a single scale"),
+    ("dim_baseline", "single_scale"): ("views", "augmentation with AMDIM's clip and penalty at a single scale: "
+                                       "none of them (DIM) against all, both 1t7 only", "much lower without augmentation"),
+    ("dim_baseline", "augment_none"): ("multiscale", "multiscale with AMDIM's clip and penalty, both without augmentation: "
+                                       "1t7 only, neither (DIM) against all three tasks, both", "lower with a single scale"),
 }
 
 
