@@ -8,6 +8,7 @@ from xml.etree import ElementTree
 
 import nbformat
 import pytest
+import torch
 
 from amdim_lib.analysis.results import paper_results_table
 
@@ -100,6 +101,28 @@ def test_expected_answers_come_from_the_library_shapes():
         exercises.expected("negatives", batch_size=4, target="r1")
     with pytest.raises(ValueError, match=r"unknown exercise 'negative'.*clipped_score"):
         exercises.expected("negative", batch_size=4)
+
+
+def test_each_typical_wrong_answer_is_rejected_with_a_hint_naming_the_slip():
+    torch.manual_seed(0)
+    src, trg = 0.6 * torch.randn(6, 32), 0.6 * torch.randn(6, 32, 25)  # small scores: the clip changes them a little
+    unclipped = exercises.expected("nce_row_loss", src=src, trg=trg, row=2, tclip=None)
+    clipped = exercises.expected("nce_row_loss", src=src, trg=trg, row=2, tclip=20.0)
+    assert 0 < abs(clipped - unclipped) < 1e-3, "the clip's effect is below the tolerance, as in notebook 03"
+    wrong = [("negatives", 480 * 49 - 1, dict(batch_size=480, target="r7"), "own image"),
+             ("clipped_score", 30, dict(score=30, tclip=20), "tanh"),
+             ("infonce_ceiling", math.log(255), dict(batch_size=256), "log K, not log(K - 1)"),
+             ("infonce_ceiling", 5.54, dict(batch_size=256), "log K, not log(K - 1)"),
+             ("chance_loss", math.log(63 * 25), dict(batch_size=64, target="r5"), "log(1 + negatives)"),
+             ("nce_row_loss", unclipped, dict(src=src, trg=trg, row=2, tclip=20.0), "tanh clip")]
+    for name, answer, setting, hint in wrong:
+        is_right, message = exercises.verdict(name, answer, **setting)
+        assert not is_right and hint in message, (name, message)
+    right = [("infonce_ceiling", 5.55, dict(batch_size=256)), ("chance_loss", math.log(1 + 63 * 25), dict(batch_size=64, target="r5")),
+             ("nce_row_loss", clipped, dict(src=src, trg=trg, row=2, tclip=20.0)),
+             ("negatives", 479 * 49, dict(batch_size=480, target="r7"))]
+    for name, answer, setting in right:
+        assert exercises.verdict(name, answer, **setting)[0], name
 
 
 def test_check_prints_one_verdict_and_never_raises_on_a_wrong_answer(capsys):

@@ -49,15 +49,21 @@ def clipped_score(score: float, tclip: float) -> float:
 
 @dataclass(frozen=True)
 class Exercise:
-    """How to compute an exercise's answer and how close a reader's number must be to count as right."""
+    """How to compute an exercise's answer, how close a reader's number must be to count as right, and
+    the typical mistakes it is meant to catch: {hint naming the mistake: the number that mistake gives}
+    in the same setting. A number nearer a mistake than the answer gets that mistake's hint."""
 
     answer: Callable[..., float]
     tolerance: float  # absolute: 0.5 for counts (exact integers), a rounding margin for real numbers
+    mistakes: Callable[..., dict[str, float]] = lambda **setting: {}
 
 
 EXERCISES = {
-    "negatives": Exercise(negatives_per_positive, tolerance=0.5),
-    "clipped_score": Exercise(clipped_score, tolerance=0.05),
+    "negatives": Exercise(negatives_per_positive, tolerance=0.5, mistakes=lambda batch_size, target="r7", image_size=32: {
+        "the other locations of the positive's own image are not negatives (they are left out of the softmax)":
+            batch_size * receptive_fields(image_size)[target].grid ** 2 - 1}),
+    "clipped_score": Exercise(clipped_score, tolerance=0.05, mistakes=lambda score, tclip: {
+        "the raw score passes through the clip c tanh(u / c) first": float(score)}),
 }
 
 
@@ -82,10 +88,13 @@ def verdict(name: str, answer, **setting) -> tuple[bool, str]:
         return False, f"{name}: {answer!r} is not a number; the answer is a single number"
     if not math.isfinite(value):
         return False, f"{name}: {answer!r} is not a finite number"
-    if abs(value - target) <= EXERCISES[name].tolerance:
+    mistakes = EXERCISES[name].mistakes(**setting)
+    likely = min(mistakes, key=lambda hint: abs(value - mistakes[hint]), default=None)
+    slipped = likely is not None and abs(value - mistakes[likely]) < abs(value - target)
+    if not slipped and abs(value - target) <= EXERCISES[name].tolerance:
         return True, f"{name}: {value:,.10g} is right"
-    return False, (f"{name}: {value:,.10g} is not it; it is too {'high' if value > target else 'low'} "
-                   "(the solution shows the working)")
+    why = f"a likely slip: {likely}" if slipped else "the solution shows the working"
+    return False, f"{name}: {value:,.10g} is not it; it is too {'high' if value > target else 'low'} ({why})"
 
 
 def check(name: str, answer, **setting) -> None:
@@ -127,7 +136,8 @@ def batch_for_ceiling(nats: float, locations: int = 49) -> int:
     return batch
 
 
-EXERCISES["infonce_ceiling"] = Exercise(infonce_ceiling, tolerance=0.01)
+EXERCISES["infonce_ceiling"] = Exercise(infonce_ceiling, tolerance=0.01, mistakes=lambda batch_size: {
+    "the positive is one of the K candidates: the ceiling is log K, not log(K - 1)": math.log(batch_size - 1)})
 EXERCISES["batch_for_ceiling"] = Exercise(batch_for_ceiling, tolerance=0.5)
 
 
@@ -202,8 +212,12 @@ def linear_probe_parameters(n_features: int, n_classes: int) -> int:
 
 
 EXERCISES.update({
-    "nce_row_loss": Exercise(nce_row_loss, tolerance=1e-3),
-    "chance_loss": Exercise(chance_loss, tolerance=0.01),
+    "nce_row_loss": Exercise(nce_row_loss, tolerance=1e-3, mistakes=lambda src, trg, row=0, tclip=20.0: {
+        "the scores pass through the tanh clip c tanh(u / c) before the softmax": nce_row_loss(src, trg, row, None)}
+        if tclip else {}),
+    "chance_loss": Exercise(chance_loss, tolerance=0.01, mistakes=lambda batch_size, target="r7", image_size=32: {
+        "the positive is a candidate too: log(1 + negatives), not log(negatives)":
+            math.log(negatives_per_positive(batch_size, target, image_size))}),
     "warmup_factor": Exercise(warmup_factor, tolerance=0.005),
     "linear_probe_parameters": Exercise(linear_probe_parameters, tolerance=0.5),
 })
