@@ -2,7 +2,7 @@
 
 Each rule changes how a result is computed, never what: a run with every rule off computes the same
 step up to float rounding (tests/test_speed.py), and `python -m amdim_lib bench --preset paper
---batch-size 64 --no-data` reports the step with the rules against the step without them.
+--batch-size 64 --no-data --speed-rules` times the step with the rules against the step without them.
 
 - bf16 on the CPU (`autocast_dtype`): amp=auto takes bf16 where a probe convolution runs at least
   BF16_MIN_SPEEDUP times float32's speed. Measured on an Intel Xeon with AMX (2.6-4.1x) and two AMD
@@ -10,8 +10,8 @@ step up to float rounding (tests/test_speed.py), and `python -m amdim_lib bench 
 - Convolutions as matmuls (`use_matmul_convolutions`, config.matmul_convolutions): the last unit's
   3x3 on a 3x3 map (backward 3-8x faster as a matmul, every CPU measured), kxk convolutions of at
   least WIDE channels on the CPU, and 1x1 convolutions of at least WIDE channels in bf16 on the CPU.
-  Measured on two AMD EPYCs (Zen 3 and Zen 4, AVX-512 BF16) and an Intel Xeon (AMX), each also with
-  oneDNN capped at AVX2: whole paper-size steps 1.04-1.14x faster on one CPU, about even on the others
+  Measured on two AMD EPYCs (AVX-512 BF16) and an Intel Xeon (AMX), each also with oneDNN capped at
+  AVX2: whole paper-size steps 1.04-1.14x faster on one CPU, about even on the others
   (benchmarks/LOG.md). The demo's small encoder only meets the first rule.
 - Freed memory kept for reuse (`keep_freed_memory`): glibc's malloc otherwise unmaps every block above
   32 MiB when freed, so each step faults its large maps in again (whole CPU steps 1.01-1.12x).
@@ -28,6 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 def cpu_bf16_units() -> list[str]:
     """This CPU's bf16 hardware ("AMX", "AVX-512 BF16"); empty where it has none or PyTorch cannot say."""
