@@ -21,7 +21,7 @@ from .analysis.evaluate import evaluate_encoder, probe_table
 from .run.memory import check_fits
 from .official import load_encoder
 from .run.presets import PRESETS, Config, get_config, preset_names
-from .run.runfolder import RunFolder, RunFolderError, ensure_writable_folder
+from .run.runfolder import RunFolder, RunFolderError, checkpoint_identity, ensure_writable_folder
 from .analysis.sweep import (SIGNIFICANCE_RULE, run_sweep, significant_differences, significant_names, steps_trained_now,
                     sweep_metrics, sweep_scale, sweep_table, table_markdown)
 from .run.train import TrainingInterrupted, train
@@ -134,7 +134,8 @@ def cmd_train(args) -> dict:
     if args.evaluate:
         encoder, config = _encoder_or_exit(out / RunFolder.CHECKPOINT)
         results = evaluate_encoder(encoder, config, baselines=True)
-        _write_report(out, config, args.preset, summary, results)
+        _write_report(out, config, args.preset, summary, results, checkpoint_identity(out / RunFolder.CHECKPOINT),
+                      config.dataset)
     return summary
 
 
@@ -147,13 +148,19 @@ def _encoder_or_exit(path: Path):
         raise SystemExit(f"error: {error}") from None
 
 
-def _write_report(out: Path, config: Config, preset: str, summary: dict, results: dict) -> None:
+def _write_report(out: Path, config: Config, preset: str, summary: dict, results: dict, evaluated: dict,
+                  trained_on: str) -> None:
+    """eval.json, eval_info.json (what was evaluated: data sets, the checkpoint's hash and step, the preset)
+    and report.md, each naming the checkpoint step it describes."""
     table = probe_table(results)
     save_json(out / RunFolder.EVAL, results)
+    save_json(out / RunFolder.EVAL_INFO, {"dataset": config.dataset, "trained_on": trained_on, "preset": preset,
+                                          **evaluated, "config": config.to_dict()})
     text = (f"# AMDIM on {config.dataset} ({preset} preset)\n\n"
             f"Encoder: {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, n_depth {config.n_depth}; "
             f"{summary.get('steps', '?')} steps of batch {config.batch_size}"
             + (f" in {summary['seconds']} s" if "seconds" in summary else "") + ".\n\n"
+            f"Evaluated: {evaluated['checkpoint']} at step {evaluated['step']} (SHA-256 {evaluated['sha256'][:16]}).\n\n"
             "Frozen-feature evaluation on the test split (features r1; linear probe = logistic regression with "
             "C chosen on a held-out 10% of the training split; kNN = cosine, k=200, weighted):\n\n" + table + "\n")
     atomic_write(out / RunFolder.REPORT, lambda f: f.write(text.encode()))
@@ -163,7 +170,11 @@ def _write_report(out: Path, config: Config, preset: str, summary: dict, results
 def cmd_eval(args) -> dict:
 
     checkpoint = Path(args.checkpoint)
-    encoder, config = _encoder_or_exit(checkpoint)
+    # The checkpoint's identity before and after it is read: the same, or a run replaced it meanwhile.
+    evaluated = checkpoint_identity(checkpoint) if checkpoint.is_file() else None
+    encoder, config = _encoder_or_exit(checkpoint)  # (a missing or unusable file exits here, named)
+    if checkpoint_identity(checkpoint) != evaluated:
+        raise SystemExit(f"error: {checkpoint} changed while it was read (a run is writing it); run eval again")
     trained_on = config.dataset
     try:
         if args.dataset and args.dataset != config.dataset:  # transfer: probes on another data set's features
@@ -182,10 +193,8 @@ def cmd_eval(args) -> dict:
     except (FileNotFoundError, ValueError, RunFolderError) as error:
         raise SystemExit(f"error: {error}") from None
     out.mkdir(parents=True, exist_ok=True)
-    _write_report(out, config, "checkpoint", {}, results)
     # What was evaluated, for amdim_lib.analysis.results (the run's config.json names the training data set only).
-    save_json(out / RunFolder.EVAL_INFO, {"dataset": config.dataset, "trained_on": trained_on,
-                                       "checkpoint": str(args.checkpoint), "config": config.to_dict()})
+    _write_report(out, config, "checkpoint", {"steps": evaluated["step"]}, results, evaluated, trained_on)
     return results
 
 

@@ -23,6 +23,7 @@ from amdim_lib.__main__ import main
 from amdim_lib.run.checkpoints import save_checkpoint
 from amdim_lib.data.datasets import build_dataset, default_root, fetch, num_classes, self_supervised_split
 from amdim_lib.run.presets import PRESETS, get_config
+from amdim_lib.run.runfolder import checkpoint_identity
 from amdim_lib.analysis.results import PAPER_LINEAR, markdown_table, results_table, row, run_row, table_from_runs
 from amdim_lib.run.build import build_data, build_encoder, build_splits
 from amdim_lib.run.train import train
@@ -401,6 +402,8 @@ def test_results_table_puts_the_paper_beside_ours(tmp_path):
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 900}) + "\n")
     (run / "eval.json").write_text(json.dumps({"AMDIM (trained)": {"linear": 0.6234, "knn": 0.55},
                                                "raw pixels": {"linear": 0.39, "knn": 0.3}}))
+    (run / "checkpoint.pt").write_bytes(b"the evaluated weights")
+    (run / "eval_info.json").write_text(json.dumps(checkpoint_identity(run / "checkpoint.pt")))
     online = tmp_path / "stl-run"
     online.mkdir()
     (online / "config.json").write_text(json.dumps(get_config("stl10", "smoke").to_dict()))
@@ -435,7 +438,8 @@ def test_results_table_names_a_corrupt_run_file_and_keeps_a_torn_log(tmp_path):
     with (run / "metrics.jsonl").open("a") as log:
         log.write('{"kind": "tra')  # a run killed while writing its log
     with pytest.warns(UserWarning, match="torn last line"):
-        assert "900 steps of 64 | 50.0 |" in table_from_runs([run], include_missing=False, notes=False)
+        table = table_from_runs([run], include_missing=False, notes=False)
+    assert "900 steps of 64 | 50.0 |" in table and "(unverified: the evaluated checkpoint was not recorded" in table
 
 
 def test_markdown_table_aligns_each_column():

@@ -1,7 +1,13 @@
-"""analysis.results: the paper's figures, with the encoder each was measured with."""
+"""analysis.results: the paper's figures with the encoder of each, and evaluations that say which checkpoint
+they describe."""
 
-from amdim_lib.analysis.results import PAPER_LINEAR, PAPER_MODEL, paper_results_table
-from amdim_lib.run.presets import MODEL_SIZES
+import json
+
+from amdim_lib.__main__ import main
+from amdim_lib.analysis.results import PAPER_LINEAR, PAPER_MODEL, paper_results_table, results_table, run_row
+from amdim_lib.run.presets import MODEL_SIZES, get_config
+from amdim_lib.run.runfolder import RunFolder
+from amdim_lib.run.train import train
 
 
 def test_the_papers_table_holds_every_figure_with_its_encoder():
@@ -12,3 +18,19 @@ def test_the_papers_table_holds_every_figure_with_its_encoder():
         row = next(line for line in lines if f"| {linear:.1f} |" in line)
         assert f"ndf {size['ndf']}, n_rkhs {size['n_rkhs']}, depth {size['n_depth']}" in row, key
     assert "| ImageNet | 68.1 | 128 px," in paper_results_table()
+
+
+def test_an_evaluation_names_its_checkpoint_and_the_table_flags_it_once_the_run_moves_on(tmp_path):
+    config = get_config("shapes", "smoke", train_size=128, test_size=64, batch_size=32, epochs=2)
+    train(config, tmp_path, stop_at_step=2)  # an evaluation of a run that is still training
+    assert main(["eval", "--checkpoint", str(tmp_path / RunFolder.CHECKPOINT), "--no-baselines"]) == 0
+    info = json.loads((tmp_path / RunFolder.EVAL_INFO).read_text())
+    assert info["step"] == 2 and info["preset"] == "checkpoint" and len(info["sha256"]) == 64
+    assert "at step 2 (SHA-256 " in (tmp_path / RunFolder.REPORT).read_text()
+    assert run_row(tmp_path)["stale"] is None
+    train(config, tmp_path, resume=True)  # the run goes on to its final checkpoint
+    stale = run_row(tmp_path)["stale"]
+    assert "evaluated at step 2" in stale and "run eval again" in stale
+    assert "(STALE: evaluated at step 2;" in results_table([run_row(tmp_path)], include_missing=False)
+    main(["eval", "--checkpoint", str(tmp_path / RunFolder.CHECKPOINT), "--no-baselines"])
+    assert run_row(tmp_path)["stale"] is None and json.loads((tmp_path / RunFolder.EVAL_INFO).read_text())["step"] == 8

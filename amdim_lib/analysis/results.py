@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 from ..run.checkpoints import read_json, read_jsonl
 from ..run.presets import MODEL_SIZES, get_config, model_size_name
-from ..run.runfolder import RunFolder
+from ..run.runfolder import RunFolder, stale_evaluation
 
 # Linear-evaluation accuracies (%) reported for AMDIM, and the encoder (MODEL_SIZES) each was measured with:
 # CIFAR-10/100 and STL-10 from the paper (its large models); ImageNet and Places205 from the official code's
@@ -70,10 +70,11 @@ def paper_figure(key: str | None, model: str | None) -> float | None:
 
 def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn: float | None = None,
         run: str = "", setting: str = "", data_dir: str | None = None, trained_on: str | None = None,
-        online: bool = False, model: str | None = None) -> dict:
+        online: bool = False, model: str | None = None, stale: str | None = None) -> dict:
     """One table row. dataset: the data set the probes were trained and tested on; trained_on: the
     encoder's training data set when different (transfer); online: the accuracies are the online probes';
-    model: the encoder's MODEL_SIZES name (`presets.model_size_name`), which picks the paper figure."""
+    model: the encoder's MODEL_SIZES name (`presets.model_size_name`), which picks the paper figure;
+    stale: why the accuracies may not describe the run's checkpoint (`runfolder.stale_evaluation`)."""
     key = paper_key(dataset, data_dir)
     name = DISPLAY.get(dataset, dataset)
     if dataset == "folder" and data_dir:
@@ -81,7 +82,8 @@ def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn
     if trained_on and trained_on != dataset:
         name += f", {DISPLAY.get(trained_on, trained_on)} encoder"
     return {"dataset": dataset, "paper_key": key, "name": name, "run": run, "setting": setting,
-            "linear": linear, "mlp": mlp, "knn": knn, "online": online, "paper": paper_figure(key, model)}
+            "linear": linear, "mlp": mlp, "knn": knn, "online": online, "paper": paper_figure(key, model),
+            "stale": stale}
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: str | None = None) -> str:
@@ -122,7 +124,8 @@ def run_row(run_dir: str | Path, name: str | None = None) -> dict:
     results = read_json(run_dir / RunFolder.EVAL) or {}
     ours = results.get("AMDIM (trained)") or (next(iter(results.values())) if results else None)
     if ours:
-        return row(evaluated, ours.get("linear"), ours.get("mlp"), ours.get("knn"), **common)
+        return row(evaluated, ours.get("linear"), ours.get("mlp"), ours.get("knn"), stale=stale_evaluation(info),
+                   **common)
     evals = [r for r in records if r.get("kind") == "eval"]
     if evals:
         last = evals[-1]
@@ -136,7 +139,7 @@ def _cell(value: float | None) -> str:
 
 def _cells(r: dict) -> list[str]:
     paper = r["paper"]
-    run = r["run"] + (" (online probes)" if r.get("online") else "")
+    run = r["run"] + (" (online probes)" if r.get("online") else "") + (f" ({r['stale']})" if r.get("stale") else "")
     return [r["name"], run, r["setting"] or "–", _cell(r["linear"]), _cell(r["mlp"]), _cell(r["knn"]),
             "–" if paper is None else f"{paper:.1f}"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -247,3 +248,29 @@ def truncate_metrics(run_dir: str | Path, step: int) -> None:
     if path.exists():
         keep = [r for r in read_jsonl(path) if r["step"] <= step]
         atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in keep).encode()))
+
+
+def checkpoint_identity(path: str | Path) -> dict:
+    """What an evaluation describes: the checkpoint file, its SHA-256 and its training step (None for
+    an official checkpoint), recorded beside every evaluation so that a later checkpoint shows it stale."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    try:
+        step = load_checkpoint(path).get("step")
+    except ValueError:  # an official checkpoint: no training step recorded
+        step = None
+    return {"checkpoint": str(path), "sha256": digest.hexdigest(), "step": step}
+
+
+def stale_evaluation(info: dict) -> str | None:
+    """Why an evaluation (eval_info.json) no longer describes its checkpoint, or None when it does: the
+    file changed since (a run trained on, or resumed), or the evaluation recorded no identity at all."""
+    if "sha256" not in info:
+        return "unverified: the evaluated checkpoint was not recorded (an older evaluation); run eval again"
+    path = Path(info["checkpoint"])
+    if path.exists() and checkpoint_identity(path)["sha256"] != info["sha256"]:
+        return f"STALE: evaluated at step {info.get('step')}; {path} has changed since: run eval again"
+    return None
