@@ -369,6 +369,28 @@ def cmd_reproduce(args) -> dict:
         raise SystemExit(f"reproduce stopped: {error}") from None
 
 
+def _add_workbook_commands(sub) -> None:
+    """The commands that run the notebooks: demo (the workbook) and reproduce (04-05 at the paper preset)."""
+    p = sub.add_parser("demo", help="run every notebook at the demo preset and write runs/demo/report.html (what `make demo` runs)")
+    p.add_argument("--out", help="where executed notebooks, figures, metrics and report.html go (default runs/demo, "
+                                 "or runs/demo-<dataset>)")
+    p.add_argument("--dataset", default="shapes", choices=sorted(PRESETS),
+                   help="shapes (default): the whole workbook; another data set (e.g. cifar10: photographs): the "
+                        "training and evaluation notebooks on it at the same preset")
+    p.add_argument("--data-dir", help="root of that data set (default data/<name>/; needed for --dataset folder)")
+    p.add_argument("--download", action="store_true", help="fetch the data set first where a network allows")
+    p.add_argument("--preset", default="demo", help="preset passed to every notebook (default demo)")
+    p.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01 04)")
+    p.add_argument("--device", help="device passed to the notebooks that train (default auto)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("reproduce", help="run the training and evaluation notebooks at the paper preset (GPU)")
+    _add_config_args(p)
+    p.set_defaults(preset="paper")
+    p.add_argument("--out", help="default runs/reproduce-<dataset>")
+    p.set_defaults(func=cmd_reproduce)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m amdim_lib", description="AMDIM workbook: train, evaluate and benchmark AMDIM.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
@@ -435,24 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-schedule", action="store_true", help="each run follows its configuration's own schedule")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("demo", help="run every notebook at the demo preset and write runs/demo/report.html (what `make demo` runs)")
-    p.add_argument("--out", help="where executed notebooks, figures, metrics and report.html go (default runs/demo, "
-                                 "or runs/demo-<dataset>)")
-    p.add_argument("--dataset", default="shapes", choices=sorted(PRESETS),
-                   help="shapes (default): the whole workbook; another data set (e.g. cifar10: photographs): the "
-                        "training and evaluation notebooks on it at the same preset")
-    p.add_argument("--data-dir", help="root of that data set (default data/<name>/; needed for --dataset folder)")
-    p.add_argument("--download", action="store_true", help="fetch the data set first where a network allows")
-    p.add_argument("--preset", default="demo", help="preset passed to every notebook (default demo)")
-    p.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01 04)")
-    p.add_argument("--device", help="device passed to the notebooks that train (default auto)")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("reproduce", help="run the training and evaluation notebooks at the paper preset (GPU)")
-    _add_config_args(p)
-    p.set_defaults(preset="paper")
-    p.add_argument("--out", help="default runs/reproduce-<dataset>")
-    p.set_defaults(func=cmd_reproduce)
+    _add_workbook_commands(sub)
     return parser
 
 

@@ -83,9 +83,9 @@ def test_a_signal_writes_a_final_checkpoint_and_exits_cleanly(tmp_path, sig):
     assert logged[-1] == state["step"], "the checkpoint holds the last logged step"
 
 
-def _poisoned_amdim_loss(bad_step, term="1t7"):
+def _poisoned_objective(bad_step, term="1t7"):
     calls = {"n": 0}
-    real = train_module.amdim_loss
+    real = train_module.objective
 
     def poisoned(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -99,7 +99,7 @@ def _poisoned_amdim_loss(bad_step, term="1t7"):
 
 def test_a_non_finite_loss_stops_with_the_step_and_term_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     config = get_config("shapes", "smoke", train_size=64, batch_size=16, epochs=1, checkpoint_every=1)
-    monkeypatch.setattr(train_module, "amdim_loss", _poisoned_amdim_loss(3))
+    monkeypatch.setattr(train_module, "objective", _poisoned_objective(3))
     with pytest.raises(FloatingPointError, match=r"step 3.*1t7"):
         train(config, tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
@@ -107,7 +107,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_term_and_keeps_the_last_check
 
 def test_a_non_finite_loss_can_be_skipped(tmp_path, monkeypatch):
     config = get_config("shapes", "smoke", train_size=64, batch_size=16, epochs=1, on_nonfinite="skip")
-    monkeypatch.setattr(train_module, "amdim_loss", _poisoned_amdim_loss(2))
+    monkeypatch.setattr(train_module, "objective", _poisoned_objective(2))
     summary = train(config, tmp_path, progress=False)
     assert summary["finished"] and summary["skipped_steps"] == 1
     assert [r["step"] for r in read_metrics(tmp_path) if r["kind"] == "skip"] == [2]

@@ -84,17 +84,17 @@ def test_a_lock_left_by_a_crashed_run_is_taken_over(tiny, tmp_path):
 
 
 def test_a_failed_run_releases_its_folder(tiny, tmp_path, monkeypatch):
-    real = train_module.amdim_loss
+    real = train_module.objective
 
     def poisoned(*args, **kwargs):
         out = real(*args, **kwargs)
         out["loss"] = out["loss"] * float("nan")
         return out
-    monkeypatch.setattr(train_module, "amdim_loss", poisoned)
+    monkeypatch.setattr(train_module, "objective", poisoned)
     with pytest.raises(FloatingPointError):
         train(tiny, tmp_path, progress=False)
     assert not (tmp_path / RunFolder.LOCK).exists()
-    monkeypatch.setattr(train_module, "amdim_loss", real)
+    monkeypatch.setattr(train_module, "objective", real)
     assert train(tiny, tmp_path, resume=True, progress=False)["steps"] == 4, "the same process may continue"
 
 
@@ -230,7 +230,7 @@ def test_temporary_files_of_killed_writers_are_removed_at_the_start(tiny, tmp_pa
 @pytest.mark.parametrize("bad_step,expected", [(1, "no checkpoint has been written"),
                                                (3, "the last checkpoint is {out} (step 2)")])
 def test_the_non_finite_stop_says_which_checkpoint_exists(tiny, tmp_path, monkeypatch, bad_step, expected):
-    real, calls = train_module.amdim_loss, {"n": 0}
+    real, calls = train_module.objective, {"n": 0}
 
     def poisoned(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -238,7 +238,7 @@ def test_the_non_finite_stop_says_which_checkpoint_exists(tiny, tmp_path, monkey
         if calls["n"] == bad_step:
             out["loss"] = out["loss"] * float("nan")
         return out
-    monkeypatch.setattr(train_module, "amdim_loss", poisoned)
+    monkeypatch.setattr(train_module, "objective", poisoned)
     with pytest.raises(FloatingPointError) as stopped:
         train(tiny, tmp_path, progress=False)
     message = str(stopped.value)

@@ -8,7 +8,8 @@ from amdim_lib.run.build import budget_config, build_data, steps_per_epoch
 from amdim_lib.analysis.evaluate import feature_sets, linear_probe
 from amdim_lib.run.presets import get_config
 from amdim_lib.run.supervised import train_supervised
-from amdim_lib.run.train import build_state, lr_factor, train
+from amdim_lib.run.build import lr_factor
+from amdim_lib.run.train import build_state, train
 
 
 @pytest.fixture(scope="module")

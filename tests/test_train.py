@@ -6,7 +6,8 @@ import torch
 
 from amdim_lib.run.presets import Config, get_config
 from amdim_lib.run.checkpoints import load_checkpoint, save_checkpoint
-from amdim_lib.run.train import EpochSampler, Runtime, build_optimisation, build_state, lr_factor, train, train_step
+from amdim_lib.run.build import build_optimisation, lr_factor
+from amdim_lib.run.train import EpochSampler, Runtime, build_state, train, train_step
 from amdim_lib.run.build import encoder_from_checkpoint, select_device
 from amdim_lib.run.runfolder import read_metrics
 

@@ -7,17 +7,22 @@ and notebooks build the same pieces the loop does without importing the loop.
 from __future__ import annotations
 
 import contextlib
+import os
 import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..data.batched_views import BatchedViews
 from .checkpoints import check_weights, load_checkpoint, unusable_checkpoint
 from ..data.datasets import build_dataset, num_classes, self_supervised_split
-from ..core.encoder import Encoder
+from ..core.encoder import Encoder, Features, views_in_batch
+from ..core.mixture import MixtureHead, mixture_amdim_loss
+from ..core.objectives import GlobalBatch, amdim_loss
 from .presets import Config
-from .speed import use_matmul_convolutions
+from .probes import Probes
+from .speed import autocast_dtype, use_matmul_convolutions
 from ..core.views import Transformed, ViewPair, eval_transform, make_two_views, resolve_policy
 
 
@@ -145,3 +150,104 @@ def budget_config(config: Config, steps: int | None) -> tuple[Config, int]:
 def autocast(device: torch.device, dtype):
     """torch.autocast for `dtype` on `device`, or a no-op context for full precision."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------- the model, its objective and its optimiser
+
+class AMDIM(nn.Module):
+    """The encoder, its online probes and, with `mixture_k`, the mixture head as one module (what DDP wraps).
+
+    `encoder` may be a torch.compile'd wrapper; checkpoints store the plain module's weights.
+    """
+
+    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False, mixture: nn.Module | None = None,
+                 bn_per_view: bool = True):
+        super().__init__()
+        self.encoder, self.probes, self.channels_last, self.mixture = encoder, probes, channels_last, mixture
+        self.bn_per_view = bn_per_view
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
+        """Features of both views, probe logits on both views' r1 (view 1's rows, then view 2's) and,
+        with a mixture head, the k components of each view's r1 (else None).
+
+        The views share one forward pass; with `bn_per_view` every encoder BN normalises each view with
+        its own statistics (as the official code's two separate passes do), else both views together.
+        The head runs here, inside the forward that DDP wraps, so that its gradients are synchronised
+        like the encoder's."""
+        both, f1, f2 = self.encode(x1, x2)
+        components = None if self.mixture is None else (self.mixture(f1.r1), self.mixture(f2.r1))
+        return f1, f2, self.probes(both.r1.detach().flatten(1).float()), components
+
+    def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[Features, Features, Features]:
+        """Features of both views from one encoder pass: (both stacked, view 1's, view 2's)."""
+        x = torch.cat([x1, x2])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with views_in_batch(self.encoder, 2 if self.bn_per_view else 1):
+            both = self.encoder(x)
+        # split (not slicing): its backward concatenates the views' gradients in the features' layout.
+        halves = [t.split(len(x1)) for t in both]
+        return both, Features(*(h[0] for h in halves)), Features(*(h[1] for h in halves))
+
+
+def lr_factor(step: int, warmup_steps: int, milestone_steps: list[int], gamma: float) -> float:
+    """Linear warm-up over the first updates, then x gamma at each milestone (MultiStepLR by epoch)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    return warm * gamma ** sum(step >= m for m in milestone_steps)
+
+
+def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
+    """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
+    if config.compile and os.environ.get("ATEN_CPU_CAPABILITY") and next(encoder.parameters()).device.type == "cpu":
+        # Measured with PyTorch 2.14: inductor's CPU code under a capped ATen ISA computes wrong losses.
+        raise ValueError(f"compile=True with ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']} computes a "
+                         "wrong step on the CPU; unset ATEN_CPU_CAPABILITY (ONEDNN_MAX_CPU_ISA is safe) or set compile=False")
+    encoder = torch.compile(encoder, mode=config.compile_mode) if config.compile else encoder
+    return AMDIM(encoder, probes, config.channels_last, mixture, bn_per_view=config.bn_per_view)
+
+
+def build_mixture(config: Config) -> nn.Module | None:
+    """The mixture head m_k when `config.mixture_k` > 0 (amdim_lib.core.mixture), else None."""
+    return MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None) if config.mixture_k else None
+
+
+def _gradients_in_parameter_layout(optimizer, args, kwargs) -> None:
+    """Before each step, give any gradient whose memory order differs from its parameter's (an NCHW
+    gradient on a channels-last weight) the parameter's layout: fused Adam pairs the two tensors'
+    elements in memory order, so such a gradient would silently update the wrong weights. Autograd
+    keeps the orders alike; a gradient assigned by hand need not."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and not _same_memory_order(p.grad, p):
+                p.grad = torch.empty_like(p).copy_(p.grad)
+
+
+def _same_memory_order(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # Strides of size-1 dimensions do not matter (autograd's own layout check ignores them too).
+    return all(sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n > 1)
+
+
+def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch: int, extra: tuple = ()):
+    """Adam over encoder, probes and the `extra` modules, the warm-up + step-decay schedule, and the
+    fp16 grad scaler."""
+    params = [p for module in (encoder, probes, *extra) for p in module.parameters()]
+    # Fused: one pass over each tensor instead of a dozen elementwise ops (on the CPU and CUDA since
+    # PyTorch 2.4; other devices keep the default kernels).
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
+                                 weight_decay=config.weight_decay, fused=device.type in ("cpu", "cuda") or None)
+    optimizer.register_step_pre_hook(_gradients_in_parameter_layout)
+    milestone_steps = [m * steps_per_epoch for m in config.milestones]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, milestone_steps, config.gamma))
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.amp, device) == torch.float16)
+    return optimizer, scheduler, scaler
+
+
+def objective(config: Config, f1: Features, f2: Features, components, generator: torch.Generator | None,
+              batch: GlobalBatch = GlobalBatch()) -> dict[str, torch.Tensor]:
+    """The configuration's loss between two views' features: AMDIM's multiscale loss, or with a mixture
+    head (`components` of both views) the 1t7 task through its k components (amdim_lib.core.mixture)."""
+    if components is None:
+        return amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=generator, batch=batch)
+    return mixture_amdim_loss(f1, f2, components, config.mixture_tau, config.mixture_alpha, config.tclip,
+                              config.reg_weight, generator, config.tasks, batch=batch)

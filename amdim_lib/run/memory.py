@@ -17,10 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .build import build_encoder
-from ..core.encoder import Features, views_in_batch
-from ..core.mixture import MixtureHead, mixture_amdim_loss
-from ..core.objectives import amdim_loss
+from .build import build_encoder, build_mixture, build_model, objective
 from .presets import Config
 from .probes import Probes
 
@@ -60,13 +57,12 @@ def estimate_training_memory(config: Config, batch: int | None = None, n_classes
 
 
 def _measure(config: Config, batch: int, n_classes: int) -> tuple[int, int]:
-    """(parameters, bytes saved for backward) of one training forward pass of `config`, on the meta device."""
+    """(parameters, bytes saved for backward) of one training forward pass of `config` on the meta device:
+    the model and the objective that training builds (run.build), fed two views of `batch` images."""
     with torch.device("meta"):
-        encoder = build_encoder(config)
-        probes = Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout)
-        mixture = MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None) if config.mixture_k else None
-    parameters = [*encoder.parameters(), *probes.parameters(), *(mixture.parameters() if mixture is not None else ())]
-    weights = {id(p) for p in parameters}
+        model = build_model(config.replace(compile=False, compile_mode="default"), build_encoder(config),
+                            Probes(config.n_rkhs, n_classes, dropout=config.probe_dropout), build_mixture(config))
+    weights = {id(p) for p in model.parameters()}
     saved: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -74,23 +70,13 @@ def _measure(config: Config, batch: int, n_classes: int) -> tuple[int, int]:
             saved[id(tensor)] = tensor.numel() * tensor.element_size()
         return tensor
 
-    x = torch.empty(2 * batch, 3, config.image_size, config.image_size, device="meta")
-    if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    view = torch.empty(batch, 3, config.image_size, config.image_size, device="meta")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        with views_in_batch(encoder, 2 if config.bn_per_view else 1):  # as the training step does
-            both = encoder(x)  # both views in one pass
-        f1, f2 = Features(*(t[:batch] for t in both)), Features(*(t[batch:] for t in both))
-        logits = probes(both.r1.detach().flatten(1).float())  # the online probes read both views
-        generator = torch.Generator()
-        if mixture is None:
-            loss = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=generator)
-        else:
-            loss = mixture_amdim_loss(f1, f2, (mixture(f1.r1), mixture(f2.r1)), config.mixture_tau,
-                                      config.mixture_alpha, config.tclip, config.reg_weight, generator, config.tasks)
+        f1, f2, logits, components = model(view, view)
+        loss = objective(config, f1, f2, components, torch.Generator())
     total = sum(saved.values())
     del loss, logits  # (kept until now: while the graph lives, no saved tensor's id is reused)
-    return sum(p.numel() for p in parameters), total
+    return sum(p.numel() for p in model.parameters()), total
 
 
 def device_memory(device: torch.device) -> int | None:

@@ -24,14 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .build import autocast, budget_config, build_data, build_encoder, select_device, steps_per_epoch
+from .build import (autocast, budget_config, build_data, build_encoder, build_optimisation, select_device,
+                    steps_per_epoch)
 from .checkpoints import load_checkpoint, save_checkpoint, save_json
 from ..core.encoder import Encoder, views_in_batch
 from .speed import autocast_dtype
 from .presets import Config
 from .events import EventLog
 from .runfolder import RunFolder, reuse_finished_run
-from .train import build_optimisation, epoch_loader
+from .train import epoch_loader
 
 
 

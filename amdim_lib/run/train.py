@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -29,57 +28,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .build import autocast, build_data, build_encoder, make_loader, select_device, steps_per_epoch
+from .build import (autocast, build_data, build_encoder, build_mixture, build_model, build_optimisation, make_loader,
+                    objective, select_device, steps_per_epoch)
 from .checkpoints import save_json, unusable_checkpoint
 from .events import EventLog
 from .runfolder import (last_checkpoint_text, latest_run_checkpoint, read_metrics, save_run_checkpoint,
                         truncate_metrics)
 from ..data.datasets import EXPECTED_CLASSES
-from ..core.encoder import Encoder, Features, views_in_batch
+from ..core.encoder import Encoder
 from .memory import check_fits
-from ..core.objectives import amdim_loss
 from .presets import Config
-from ..core.mixture import MixtureHead, mixture_amdim_loss
 from .probes import Probes, probe_loss
 from .runfolder import RunFolder, claim, writing
 from .speed import autocast_dtype, execution_summary, prepare_device
 
 # ----------------------------------------------------------------------------- the model, sampler, schedule
-
-class AMDIM(nn.Module):
-    """The encoder, its online probes and, with `mixture_k`, the mixture head as one module (what DDP wraps).
-
-    `encoder` may be a torch.compile'd wrapper; checkpoints store the plain module's weights.
-    """
-
-    def __init__(self, encoder: Encoder, probes: Probes, channels_last: bool = False, mixture: nn.Module | None = None,
-                 bn_per_view: bool = True):
-        super().__init__()
-        self.encoder, self.probes, self.channels_last, self.mixture = encoder, probes, channels_last, mixture
-        self.bn_per_view = bn_per_view
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor):
-        """Features of both views, probe logits on both views' r1 (view 1's rows, then view 2's) and,
-        with a mixture head, the k components of each view's r1 (else None).
-
-        The views share one forward pass; with `bn_per_view` every encoder BN normalises each view with
-        its own statistics (as the official code's two separate passes do), else both views together.
-        The head runs here, inside the forward that DDP wraps, so that its gradients are synchronised
-        like the encoder's."""
-        both, f1, f2 = self.encode(x1, x2)
-        components = None if self.mixture is None else (self.mixture(f1.r1), self.mixture(f2.r1))
-        return f1, f2, self.probes(both.r1.detach().flatten(1).float()), components
-
-    def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[Features, Features, Features]:
-        """Features of both views from one encoder pass: (both stacked, view 1's, view 2's)."""
-        x = torch.cat([x1, x2])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with views_in_batch(self.encoder, 2 if self.bn_per_view else 1):
-            both = self.encoder(x)
-        # split (not slicing): its backward concatenates the views' gradients in the features' layout.
-        halves = [t.split(len(x1)) for t in both]
-        return both, Features(*(h[0] for h in halves)), Features(*(h[1] for h in halves))
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -113,12 +76,6 @@ class EpochSampler(torch.utils.data.Sampler):
         return (self.n // self.batch_size) * (self.batch_size // self.world_size) - self.start
 
 
-def lr_factor(step: int, warmup_steps: int, milestone_steps: list[int], gamma: float) -> float:
-    """Linear warm-up over the first updates, then x gamma at each milestone (MultiStepLR by epoch)."""
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-    return warm * gamma ** sum(step >= m for m in milestone_steps)
-
-
 # ----------------------------------------------------------------------------- loaders, model, probe accuracy
 
 
@@ -128,22 +85,6 @@ def epoch_loader(pairs, config: Config, device: torch.device, rank: int = 0, wor
     loads its share of the global batch."""
     sampler = EpochSampler(len(pairs), 0, config.seed, config.batch_size, rank=rank, world_size=world_size)
     return sampler, make_loader(pairs, config, device, config.batch_size // world_size, sampler)
-
-
-def build_model(config: Config, encoder: Encoder, probes: Probes, mixture: nn.Module | None = None) -> AMDIM:
-    """Encoder (compiled when `config.compile`), probes and mixture head as the module that training steps call."""
-    if config.compile and os.environ.get("ATEN_CPU_CAPABILITY") and next(encoder.parameters()).device.type == "cpu":
-        # Measured with PyTorch 2.14: inductor's CPU code under a capped ATen ISA computes wrong losses.
-        raise ValueError(f"compile=True with ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']} computes a "
-                         "wrong step on the CPU; unset ATEN_CPU_CAPABILITY (ONEDNN_MAX_CPU_ISA is safe) or set compile=False")
-    encoder = torch.compile(encoder, mode=config.compile_mode) if config.compile else encoder
-    return AMDIM(encoder, probes, config.channels_last, mixture, bn_per_view=config.bn_per_view)
-
-
-def build_mixture(config: Config) -> nn.Module | None:
-    """The mixture head m_k when `config.mixture_k` > 0 (amdim_lib.core.mixture), else None."""
-    return MixtureHead(config.n_rkhs, config.mixture_k, config.mixture_hidden or None) if config.mixture_k else None
-
 
 
 @torch.no_grad()
@@ -159,7 +100,6 @@ def probe_accuracy(encoder: Encoder, probes: Probes, loader, device, dtype=None)
             correct[name] += (logits.argmax(1) == y).sum().item()
         total += len(y)
     return {name: c / total for name, c in correct.items()}
-
 
 
 # ----------------------------------------------------------------------------- the state of a run
@@ -249,12 +189,7 @@ def train_step(state: TrainState, x1, x2, y, config: Config, runtime: Runtime):
         f1, f2, logits, components = state.model(x1, x2)
     # The objective outside autocast: scores and softmaxes over thousands of negatives in float32
     # (in bf16 a score near 16 is only known to 0.125).
-    if components is None:
-        losses = amdim_loss(f1, f2, config.tclip, config.reg_weight, config.tasks, generator=state.nce_rng,
-                            batch=context.global_batch())
-    else:  # the 1t7 task through the k mixture components (amdim_lib.core.mixture)
-        losses = mixture_amdim_loss(f1, f2, components, config.mixture_tau, config.mixture_alpha, config.tclip,
-                                    config.reg_weight, state.nce_rng, config.tasks, batch=context.global_batch())
+    losses = objective(config, f1, f2, components, state.nce_rng, context.global_batch())
     # The probes see both views. Unlabelled items (label -1, e.g. STL-10's unlabeled split) add no
     # cross-entropy, only their logits' penalty, as in the official code.
     probe_losses = {name: probe_loss(out, torch.cat([y, y])) for name, out in logits.items()}
@@ -282,38 +217,6 @@ def _all_ranks_finite(value: torch.Tensor, context: distributed.Context) -> bool
     if context.enabled:
         torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
     return bool(finite.item())
-
-
-def _gradients_in_parameter_layout(optimizer, args, kwargs) -> None:
-    """Before each step, give any gradient whose memory order differs from its parameter's (an NCHW
-    gradient on a channels-last weight) the parameter's layout: fused Adam pairs the two tensors'
-    elements in memory order, so such a gradient would silently update the wrong weights. Autograd
-    keeps the orders alike; a gradient assigned by hand need not."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is not None and not _same_memory_order(p.grad, p):
-                p.grad = torch.empty_like(p).copy_(p.grad)
-
-
-def _same_memory_order(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # Strides of size-1 dimensions do not matter (autograd's own layout check ignores them too).
-    return all(sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n > 1)
-
-
-def build_optimisation(config: Config, encoder, probes, device, steps_per_epoch: int, extra: tuple = ()):
-    """Adam over encoder, probes and the `extra` modules, the warm-up + step-decay schedule, and the
-    fp16 grad scaler."""
-    params = [p for module in (encoder, probes, *extra) for p in module.parameters()]
-    # Fused: one pass over each tensor instead of a dozen elementwise ops (on the CPU and CUDA since
-    # PyTorch 2.4; other devices keep the default kernels).
-    optimizer = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
-                                 weight_decay=config.weight_decay, fused=device.type in ("cpu", "cuda") or None)
-    optimizer.register_step_pre_hook(_gradients_in_parameter_layout)
-    milestone_steps = [m * steps_per_epoch for m in config.milestones]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup_steps, milestone_steps, config.gamma))
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(config.amp, device) == torch.float16)
-    return optimizer, scheduler, scaler
 
 
 class StopRequests:
@@ -615,6 +518,5 @@ def _component_usage(q: torch.Tensor, context: distributed.Context) -> list[floa
     if context.enabled:
         torch.distributed.all_reduce(counts)
     return [round(float(c), 4) for c in counts / counts.sum()]
-
 
 

@@ -22,7 +22,7 @@ from ..core.mixture import mixture_objective
 from ..core.objectives import nce_loss, nce_scores, tanh_clip
 from ..run.probes import Probes
 from ..analysis.sweep import resolve_variants, sweep_table
-from ..run.train import lr_factor
+from ..run.build import lr_factor
 
 
 def negatives_per_positive(batch_size: int, target: str = "r7", image_size: int = 32) -> int:
