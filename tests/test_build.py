@@ -1,16 +1,12 @@
-"""What runs are built from (amdim_lib.run.build): the views and test transform of each data set, and encoders
-loaded from checkpoints."""
+"""What runs are built from (amdim_lib.run.build): the views and test transform of each data set."""
 
-import shutil
 
 import pytest
 import torch
 from PIL import Image
 
 from amdim_lib.run.build import eval_transform_for, two_views
-from amdim_lib.run.checkpoints import load_checkpoint, save_checkpoint
 from amdim_lib.run.presets import get_config
-from amdim_lib.run.train import train
 
 # The official code's input statistics (mean, std per channel).
 OFFICIAL = {
@@ -45,40 +41,3 @@ def test_training_and_test_inputs_use_the_data_sets_normalisation(dataset, batch
     for x in (*_views(config, grey), eval_transform_for(config)(grey)):
         assert x.shape == (3, config.image_size, config.image_size)
         assert torch.allclose(x, expected.expand_as(x), atol=1e-4), f"{dataset}: inputs normalised with other statistics"
-
-
-# ----------------------------------------------------------------------------- encoders from checkpoints
-
-TINY = dict(train_size=64, test_size=32, batch_size=16, epochs=1)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("trained")
-    train(get_config("shapes", "smoke", **TINY), out, progress=False)
-    return out
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-    shutil.copytree(trained, tmp_path / "run")
-    return tmp_path / "run"
-
-
-def _edited(run, change) -> str:
-    state = load_checkpoint(run / "checkpoint.pt")
-    change(state)
-    save_checkpoint(run / "edited.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
-    return str(run / "edited.pt")
-
-
-def test_the_library_loader_names_a_checkpoint_whose_contents_do_not_fit(run):
-    # Sweeps and notebooks load encoders without the command line: they get the same one-line error.
-    from amdim_lib.run.build import encoder_from_checkpoint
-
-    for change, expected in ((lambda s: s.pop("config"), "it has no 'config' entry"),
-                             (lambda s: s["encoder"].pop("head5.conv1.weight"), "its weights do not fit")):
-        path = _edited(run, change)
-        with pytest.raises(ValueError, match="cannot be used") as refused:
-            encoder_from_checkpoint(path)
-        assert path in str(refused.value) and expected in str(refused.value) and "\n" not in str(refused.value)

@@ -101,6 +101,19 @@ def test_ctrl_c_in_eval_ends_with_a_message_and_writes_nothing(run):
 
 # ----------------------------------------------------------------------------- unusable checkpoints
 
+def test_the_library_loader_names_a_checkpoint_whose_contents_do_not_fit(run):
+    # Sweeps and notebooks load encoders without the command line: they get the same one-line error.
+    from amdim_lib.run.build import encoder_from_checkpoint
+
+    for change, expected in ((lambda s: s.pop("config"), "it has no 'config' entry"),
+                             (lambda s: s["encoder"].pop("head5.conv1.weight"), "its weights do not fit")):
+        path = _edited(run, change)
+        with pytest.raises(ValueError, match="cannot be used") as refused:
+            encoder_from_checkpoint(path)
+        assert path in str(refused.value) and expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+
 @pytest.mark.parametrize("change,expected", [
     (lambda s: s.pop("config"), "it has no 'config' entry"),
     (lambda s: s["config"].update(ndf=-3), "invalid configuration: ndf=-3"),

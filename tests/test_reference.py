@@ -8,14 +8,7 @@ from amdim_lib.core.encoder import Features
 from amdim_lib.core.objectives import amdim_loss, nce_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops; on a busy two-core machine one intra-op thread is far faster
-    than two (which wait at barriers for each other). The results do not depend on it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of tiny ops: one thread is faster
 
 
 # ----------------------------------------------------------------------------- the loop-based reference

@@ -6,14 +6,7 @@ import torch
 from amdim_lib.analysis import timing
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops; on a busy two-core machine one intra-op thread is far faster
-    than two (which wait at barriers for each other). The results do not depend on it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of tiny ops: one thread is faster
 
 
 def test_time_call_restores_the_thread_count():

@@ -6,20 +6,12 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from amdim_lib.ui import widgets  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops; on a busy two-core machine one intra-op thread is far faster
-    than two (which wait at barriers for each other). The results do not depend on it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of tiny ops: one thread is faster
 
 
 def _photo(h=96, w=120, seed=0):
