@@ -152,19 +152,6 @@ def test_probe_results_plot_has_a_bar_per_feature_set_and_probe():
 
 # ----------------------------------------------------------------------------- tables
 
-def test_paper_reference_is_the_figure_of_the_same_encoder():
-    assert report.paper_reference("cifar10", model="cifar") == ("CIFAR-10", 91.2)
-    assert report.paper_reference("stl10", model="stl10") == ("STL-10", 94.2)
-    assert report.paper_reference("folder", "/data/cifar-100-subset", model="cifar") == ("CIFAR-100", 70.2)
-    assert report.paper_reference("imagenet", model="imagenet") == ("ImageNet", 68.1)
-    # Another encoder (the small CIFAR model, a demo model, an unknown size) has no paper figure to match.
-    assert report.paper_reference("cifar10", model="official") == ("CIFAR-10", None)
-    assert report.paper_reference("stl10", model="cifar")[1] is None
-    assert report.paper_reference("cifar10")[1] is None
-    assert report.paper_reference("shapes") == ("Shapes", None)
-    assert report.paper_reference("folder", "/data/my_photos")[1] is None
-
-
 def test_comparison_table_puts_the_paper_beside_a_run_of_the_same_encoder():
     results = {"AMDIM (trained)": {"linear": 0.5, "mlp": 0.6, "knn": 0.4}, "random init": {"linear": 0.3, "mlp": 0.3, "knn": 0.2}}
     compute = {"AMDIM (trained)": "cpu, 100 updates of batch 64, 60 s"}

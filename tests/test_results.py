@@ -4,7 +4,8 @@ they describe."""
 import json
 
 from amdim_lib.__main__ import main
-from amdim_lib.analysis.results import PAPER_LINEAR, PAPER_MODEL, paper_results_table, results_table, run_row
+from amdim_lib.analysis.results import (PAPER_LINEAR, PAPER_MODEL, paper_reference, paper_results_table, results_table,
+                                        run_row)
 from amdim_lib.run.presets import MODEL_SIZES, get_config
 from amdim_lib.run.runfolder import RunFolder
 from amdim_lib.run.train import train
@@ -34,3 +35,16 @@ def test_an_evaluation_names_its_checkpoint_and_the_table_flags_it_once_the_run_
     assert "(STALE: evaluated at step 2;" in results_table([run_row(tmp_path)], include_missing=False)
     main(["eval", "--checkpoint", str(tmp_path / RunFolder.CHECKPOINT), "--no-baselines"])
     assert run_row(tmp_path)["stale"] is None and json.loads((tmp_path / RunFolder.EVAL_INFO).read_text())["step"] == 8
+
+
+def test_paper_reference_is_the_figure_of_the_same_encoder():
+    assert paper_reference("cifar10", model="cifar") == ("CIFAR-10", 91.2)
+    assert paper_reference("stl10", model="stl10") == ("STL-10", 94.2)
+    assert paper_reference("folder", "/data/cifar-100-subset", model="cifar") == ("CIFAR-100", 70.2)
+    assert paper_reference("imagenet", model="imagenet") == ("ImageNet", 68.1)
+    # Another encoder (the small CIFAR model, a demo model, an unknown size) has no paper figure to match.
+    assert paper_reference("cifar10", model="official") == ("CIFAR-10", None)
+    assert paper_reference("stl10", model="cifar")[1] is None
+    assert paper_reference("cifar10")[1] is None
+    assert paper_reference("shapes") == ("Shapes", None)
+    assert paper_reference("folder", "/data/my_photos")[1] is None

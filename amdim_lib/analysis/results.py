@@ -68,6 +68,18 @@ def paper_figure(key: str | None, model: str | None) -> float | None:
     return PAPER_LINEAR[key] if key in PAPER_LINEAR and model == PAPER_MODEL[key] else None
 
 
+def paper_reference(dataset: str, data_dir: str | None = None, model: str | None = None) -> tuple[str, float | None]:
+    """(readable data-set name, the paper's linear-evaluation accuracy in % for encoder `model` (a
+    MODEL_SIZES name), or None when the paper has no figure for that data set and model). An image folder
+    is matched by its directory name (`paper_key`)."""
+    key = paper_key(dataset, data_dir)
+    if key is not None:
+        return DISPLAY[key], paper_figure(key, model)
+    if dataset == "folder" and data_dir:
+        return f"image folder {Path(str(data_dir)).name}", None
+    return DISPLAY.get(dataset, dataset), None
+
+
 def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn: float | None = None,
         run: str = "", setting: str = "", data_dir: str | None = None, trained_on: str | None = None,
         online: bool = False, model: str | None = None, stale: str | None = None) -> dict:
@@ -82,7 +94,7 @@ def row(dataset: str, linear: float | None = None, mlp: float | None = None, knn
     if trained_on and trained_on != dataset:
         name += f", {DISPLAY.get(trained_on, trained_on)} encoder"
     return {"dataset": dataset, "paper_key": key, "name": name, "run": run, "setting": setting,
-            "linear": linear, "mlp": mlp, "knn": knn, "online": online, "paper": paper_figure(key, model),
+            "linear": linear, "mlp": mlp, "knn": knn, "online": online, "paper": paper_reference(dataset, data_dir, model)[1],
             "stale": stale}
 
 

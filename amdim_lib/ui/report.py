@@ -16,7 +16,7 @@ import numpy as np
 
 from ..run.checkpoints import read_json
 from ..run.runfolder import read_metrics
-from ..analysis.results import DISPLAY, markdown_table, paper_figure, paper_key
+from ..analysis.results import markdown_table, paper_reference
 
 LOSS_TERMS = ("1t5", "1t7", "5t5")
 LOCATIONS = {"1t5": 25, "1t7": 49, "5t5": 25}  # target locations per image of each pair (32-128 px encoders)
@@ -260,18 +260,6 @@ def plot_embeddings(embeddings: dict[str, tuple], class_names: list[str], title:
 
 
 # ----------------------------------------------------------------------------- comparison with the paper
-
-def paper_reference(dataset: str, data_dir: str | None = None, model: str | None = None) -> tuple[str, float | None]:
-    """(readable data-set name, the paper's linear-evaluation accuracy in % for encoder `model` (a
-    MODEL_SIZES name), or None when the paper has no figure for that data set and model). An image folder
-    is matched by its directory name (`results.paper_key`)."""
-    key = paper_key(dataset, data_dir)
-    if key is not None:
-        return DISPLAY[key], paper_figure(key, model)
-    if dataset == "folder" and data_dir:
-        return f"image folder {Path(str(data_dir)).name}", None
-    return DISPLAY.get(dataset, dataset), None
-
 
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
