@@ -1,8 +1,9 @@
 """A run folder: the files of one training run, and the rules that keep a second run out of it.
 
 A run folder holds checkpoint.pt (the newest checkpoint), checkpoints/step-N.pt (the last few, to
-fall back on), config.json, metrics.jsonl and, once evaluated, eval.json, eval_info.json and
-report.md. While a run trains, `claim` makes its process the folder's only writer:
+fall back on), config.json, metrics.jsonl, tensorboard/ and, once evaluated, eval.json, eval_info.json
+and report.md (`RunFolder` names them all). Work already on disk is reused by one rule
+(`reuse_finished_run`). While a run trains, `claim` makes its process the folder's only writer:
 
 - a lock: `run.lock`, locked through the operating system for as long as the run lasts and holding
   the owner's pid. A second process on the folder stops with that pid. The system drops the lock
@@ -67,6 +68,8 @@ def reuse_finished_run(where: str | Path, recorded: dict | None, config: Config,
         raise ValueError(f"{where} holds a run of a different configuration ({changed}); use the same settings, "
                          "replace it with --overwrite (overwrite=True), or choose another folder")
     return finished
+
+
 WHAT_TO_DO = "continue it with --resume (resume=True), replace it with --overwrite (overwrite=True), or choose another --out"
 
 
