@@ -61,7 +61,52 @@ def test_thousands_of_empty_classes_are_not_listed_one_by_one(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         build_dataset("folder", "train", data_dir=tmp_path)
     message = str(error.value)
-    assert "no usable images under" in message and "more characters)" in message and len(message) < 2000
+    assert "3000 class folder(s)" in message and "hold no image: class_00000" in message and "and 2992 more" in message
+    assert len(message) < 2000
+
+
+def _split(root, images: dict) -> None:
+    """root/train and root/test, each with one class folder per name holding the given PIL images."""
+    for split in ("train", "test"):
+        for name, image in images.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            image.save(root / split / name / ("0.tif" if image.mode in ("I", "F", "CMYK") else "0.png"))
+
+
+def test_every_image_mode_loads_as_the_rgb_it_shows_and_unknown_ranges_are_refused_by_name(tmp_path):
+    grey16 = Image.fromarray(np.full((40, 40), 40_000, np.uint16))      # I;16: its top 8 bits, 40000 >> 8 = 156
+    modes = {"one_bit": Image.new("1", (40, 40), 1), "grey": Image.new("L", (40, 40), 90),
+             "palette": Image.new("RGB", (40, 40), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE),
+             "alpha": Image.new("RGBA", (40, 40), (10, 200, 30, 128)), "cmyk": Image.new("CMYK", (40, 40), (0, 0, 0, 0)),
+             "sixteen": grey16}
+    _split(tmp_path / "ok", modes)
+    data = build_dataset("folder", "train", data_dir=tmp_path / "ok")
+    pixels = {data.classes[label]: np.asarray(image) for image, label in (data[i] for i in range(len(data)))}
+    assert all(p.shape == (40, 40, 3) and p.dtype == np.uint8 for p in pixels.values())
+    assert pixels["sixteen"].mean() == 156, "16-bit grey is scaled, not clipped at 255"
+    assert pixels["one_bit"].mean() == 255 and pixels["grey"].mean() == 90 and pixels["cmyk"].mean() == 255
+    assert tuple(pixels["palette"][0, 0]) == (10, 200, 30) and tuple(pixels["alpha"][0, 0]) == (10, 200, 30)
+    for name, image in (("int32", Image.fromarray(np.full((40, 40), 7, np.int32))),
+                        ("float", Image.fromarray(np.full((40, 40), 0.5, np.float32)))):
+        _split(tmp_path / name, {"a": image, "b": Image.new("L", (40, 40))})
+        data = build_dataset("folder", "train", data_dir=tmp_path / name)
+        with pytest.raises(UnreadableImageError, match=r"0\.tif .*pixels \(PIL mode (I|F)\) of unknown range"):
+            [data[i] for i in range(len(data))]
+        with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+            assert len(build_dataset("folder", "train", data_dir=tmp_path / name, skip_bad_images=True)) == 1
+
+
+def test_a_folder_link_loop_inside_a_class_is_not_followed(tmp_path):
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for index in range(3):
+                (folder / f"{index}.png").write_bytes(_png(value=index))
+        (tmp_path / split / "a" / "loop").symlink_to(tmp_path / split / "a")  # a link to its own folder
+    with pytest.warns(UserWarning, match=r"1 folder link\(s\) inside class folders not followed, e\.g\. .*a/loop"):
+        data = build_dataset("folder", "train", data_dir=tmp_path)
+    assert len(data) == 6, "each real image once"
 
 
 def test_splits_with_different_classes_are_refused_with_the_difference(tmp_path):

@@ -78,6 +78,26 @@ def _bad_image(path, error) -> UnreadableImageError:
                                 "file, or skip unreadable files with skip_bad_images=True (--set skip_bad_images=True)")
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")  # 16-bit grey: PNG and TIFF files of scanners, microscopes
+_UNKNOWN_RANGE = {"I": "32-bit integer", "F": "floating-point"}
+
+
+def rgb_image(path) -> Image.Image:
+    """An image file as 8-bit RGB. 16-bit grey is scaled to 8 bits (PIL's own conversion clips it at 255:
+    a 16-bit image came out nearly white); 1-bit, grey, palette, alpha and CMYK images are converted
+    as PIL does. 32-bit integer and float pixels (PIL modes I and F) are refused by name: their range is
+    not in the file, so any conversion could be silently wrong."""
+    with open(path, "rb") as f:
+        image = Image.open(f)
+        image.load()
+    if image.mode in _SIXTEEN_BIT:
+        image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+    elif image.mode in _UNKNOWN_RANGE:
+        raise ValueError(f"it holds {_UNKNOWN_RANGE[image.mode]} pixels (PIL mode {image.mode}) of unknown range: convert "
+                         "it to an 8- or 16-bit image")
+    return image.convert("RGB")
+
+
 def _verified(samples: list, root) -> tuple[list, list[str]]:
     """(readable samples, paths of unreadable ones), checking every file once."""
     good, bad = [], []
@@ -85,6 +105,8 @@ def _verified(samples: list, root) -> tuple[list, list[str]]:
         try:
             with Image.open(path) as image:
                 image.verify()
+                if image.mode in _UNKNOWN_RANGE:
+                    raise ValueError(image.mode)
             good.append((path, label))
         except BAD_IMAGE_ERRORS:
             bad.append(path)
@@ -104,12 +126,33 @@ class CheckedImageFolder(ImageFolder):
 
     def __init__(self, root: str, skip_bad: bool = False):
         root = os.path.expanduser(root)  # (as ImageFolder does, so that every path lies below it)
-        super().__init__(root, is_valid_file=lambda path: _is_visible_image(path, root))
+        super().__init__(root, loader=rgb_image, is_valid_file=lambda path: _is_visible_image(path, root))
         self.skipped: list[str] = []
         if skip_bad:
             good, self.skipped = _verified(self.samples, root)
             self.samples = self.imgs = good
             self.targets = [label for _, label in good]
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        """(path, label) of every image, in torchvision's order, except that folder links inside a class
+        folder are not followed (a class folder may itself be a link): a link loop would list the same
+        images dozens of times. The links left out are named in a warning."""
+        samples, links, empty = [], [], []
+        for name in sorted(class_to_idx):
+            found = len(samples)
+            for folder, subfolders, files in sorted(os.walk(os.path.join(directory, name), followlinks=False)):
+                links += [os.path.join(folder, d) for d in subfolders if os.path.islink(os.path.join(folder, d))]
+                samples += [(os.path.join(folder, f), class_to_idx[name]) for f in sorted(files)
+                            if is_valid_file(os.path.join(folder, f))]
+            if len(samples) == found:
+                empty.append(name)
+        if links:
+            warnings.warn(f"{directory}: {len(links)} folder link(s) inside class folders not followed, e.g. {links[0]}; "
+                          "copy or move those images into the class folder to use them", stacklevel=2)
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"{len(empty)} class folder(s) of {directory} hold no image: {_few(set(empty))}")
+        return samples
 
     def find_classes(self, directory):
         """Class folders, hidden ones (.ipynb_checkpoints, .DS_Store...) left out."""
@@ -200,8 +243,7 @@ class ImageList(torch.utils.data.Dataset):
     def __getitem__(self, index):
         path, label = self.samples[index]
         try:
-            with open(path, "rb") as f:
-                return Image.open(f).convert("RGB"), label
+            return rgb_image(path), label
         except BAD_IMAGE_ERRORS as error:
             raise _bad_image(path, error) from None
 
@@ -538,8 +580,7 @@ def load_folder_images(root: str | Path, image_size: int, n: int = 6, seed: int 
             continue
         path = files[c][orders[c][round_]]
         try:
-            with Image.open(path) as img:
-                out[f"{path.parent.name}/{path.stem}"] = img.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+            out[f"{path.parent.name}/{path.stem}"] = rgb_image(path).resize((image_size, image_size), Image.BICUBIC)
         except BAD_IMAGE_ERRORS as error:
             raise _bad_image(path, error) from None
     return out
