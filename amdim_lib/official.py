@@ -42,6 +42,7 @@ from .run.checkpoints import check_weights, load_failure
 from .run.checkpoints import FORMAT
 from .core.encoder import Encoder
 from .run.presets import Config
+from .data.datasets import shorten
 
 _ENCODER_PREFIX = re.compile(r"^encoder\.(module\.)?")  # (also accepted without nn.DataParallel's 'module.')
 _HYPERPARAMS = ("encoder_size", "ndf", "n_rkhs", "n_depth")
@@ -95,8 +96,10 @@ def official_config(hyperparams: dict, path: str | Path = "the checkpoint") -> C
         return Config(dataset=trained_on(hyperparams), image_size=int(hyperparams["encoder_size"]), ndf=int(hyperparams["ndf"]),
                       n_rkhs=int(hyperparams["n_rkhs"]), n_depth=int(hyperparams["n_depth"]),
                       use_bn=bool(hyperparams.get("use_bn", False)), tclip=None if tclip is None else float(tclip))
-    except ValueError as error:
-        raise ValueError(f"{path}: its official 'hyperparams' {hyperparams} make no valid encoder: {error}") from None
+    except (ValueError, TypeError) as error:
+        expected = " (encoder_size, ndf, n_rkhs and n_depth must be whole numbers)" if isinstance(error, TypeError) else ""
+        raise ValueError(f"{path}: its official 'hyperparams' {shorten(repr(hyperparams))} make no valid "
+                         f"encoder{expected}: {shorten(str(error))}") from None
 
 
 # The official code's data sets, told apart by their image size and number of classes (the hyperparams
@@ -116,9 +119,11 @@ def trained_on(hyperparams: dict) -> str:
 def official_encoder(state: dict, path: str | Path = "the checkpoint") -> tuple[Encoder, Config]:
     """(encoder in eval mode, Config) from a loaded official checkpoint."""
     config = official_config(state["hyperparams"], path)
+    with torch.device("meta"):  # shapes only: huge hyperparameters allocate nothing
+        shapes = build_encoder(config)
+    weights = encoder_weights(state["model"], shapes, path)
+    check_weights(path, weights, shapes.state_dict())
     encoder = build_encoder(config)
-    weights = encoder_weights(state["model"], encoder, path)
-    check_weights(path, weights, encoder.state_dict())
     try:
         encoder.load_state_dict(weights)
     except RuntimeError as error:  # shapes that disagree with the hyperparams
@@ -132,8 +137,8 @@ def encoder_weights(model_state: dict, encoder: Encoder, path: str | Path = "the
     ours = encoder.state_dict()
     weights, unused = {}, []
     for key, tensor in model_state.items():
-        if not _ENCODER_PREFIX.match(key):
-            continue  # the online classifiers and the loss's constant masks
+        if not (isinstance(key, str) and _ENCODER_PREFIX.match(key)):
+            continue  # the online classifiers, the loss's constant masks (and anything not named by a string)
         name = our_name(_ENCODER_PREFIX.sub("", key), len(encoder.to_r7))
         if name in ours:
             weights[name] = tensor

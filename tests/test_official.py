@@ -163,8 +163,33 @@ def test_official_weights_that_disagree_with_their_hyperparams_are_refused(tmp_p
         load_encoder(tmp_path / "wrong.pth")
     state["hyperparams"]["n_depth"], state["hyperparams"]["ndf"] = 3, 16
     torch.save(state, tmp_path / "wider.pth")
-    with pytest.raises(ValueError, match=r"wider\.pth.*do not fit an encoder"):
+    with pytest.raises(ValueError, match=r"wider\.pth cannot be used: its weights do not fit the configuration it records \(size mismatch"):
         load_encoder(tmp_path / "wider.pth")
+
+
+def test_official_hyperparameters_of_a_huge_model_are_refused_before_anything_is_allocated(tmp_path):
+    state = torch.load(DATA / "official-32px-bn.pth", weights_only=True)
+    state["hyperparams"].update(ndf=2**18, n_rkhs=2**20)  # terabytes of weights, were it built
+    torch.save(state, tmp_path / "huge.pth")
+    with pytest.raises(ValueError, match=r"huge\.pth cannot be used: its weights do not fit the configuration"):
+        load_encoder(tmp_path / "huge.pth")
+
+
+@pytest.mark.parametrize("change", [dict(ndf=[64, 64]), dict(n_depth={"units": 3}), dict(encoder_size=None)])
+def test_official_hyperparameters_of_the_wrong_type_are_refused_by_name(tmp_path, change):
+    state = torch.load(DATA / "official-32px-bn.pth", weights_only=True)
+    state["hyperparams"].update(change)
+    torch.save(state, tmp_path / "typed.pth")
+    with pytest.raises(ValueError, match=r"typed\.pth: its official 'hyperparams' .* must be whole numbers"):
+        load_encoder(tmp_path / "typed.pth")
+
+
+def test_an_official_weight_named_by_a_number_is_left_aside_not_a_traceback(tmp_path):
+    state = torch.load(DATA / "official-32px-bn.pth", weights_only=True)
+    state["model"][7] = torch.zeros(3)
+    torch.save(state, tmp_path / "numbered.pth")
+    encoder, _ = load_encoder(tmp_path / "numbered.pth")
+    assert not any(isinstance(k, int) for k in encoder.state_dict())
 
 
 @pytest.mark.parametrize("dtype,value", [(torch.int64, 1.0), (torch.complex64, 1.0), (torch.float32, float("nan"))])

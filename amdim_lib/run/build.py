@@ -48,11 +48,13 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
     state = load_checkpoint(path)
     try:
         config = Config.from_dict(state["config"])
-        encoder = build_encoder(config)
+        with torch.device("meta"):  # shapes only: a crafted configuration allocates nothing
+            expected = build_encoder(config).state_dict()
         weights = dict(state["encoder"])
     except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as error:
         raise unusable_checkpoint(path, error) from None
-    check_weights(path, weights, encoder.state_dict())
+    check_weights(path, weights, expected)
+    encoder = build_encoder(config)
     try:
         encoder.load_state_dict(weights)
     except (TypeError, RuntimeError) as error:

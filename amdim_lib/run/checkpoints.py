@@ -103,7 +103,9 @@ def non_finite_entries(tensors: dict) -> list[str]:
 def check_weights(path: str | Path, saved: dict, expected: dict) -> None:
     """Refuse weights that would load without an error but give meaningless features: an integer,
     boolean or complex tensor where the model holds floating-point numbers (load_state_dict would cast
-    it silently, truncating every weight), and NaN or infinity. `expected`: the model's state dict."""
+    it silently, truncating every weight), weights of other shapes, and NaN or infinity. `expected`: the
+    model's state dict, best built on the meta device, so that hyperparameters that describe a huge model
+    are refused before any of it is allocated."""
     wrong_kind = [f"{name} ({str(t.dtype).removeprefix('torch.')})" for name, t in saved.items()
                   if name in expected and expected[name].is_floating_point()
                   and not (isinstance(t, torch.Tensor) and t.is_floating_point())]
@@ -111,6 +113,13 @@ def check_weights(path: str | Path, saved: dict, expected: dict) -> None:
         raise ValueError(f"{path} holds weights that are not floating-point numbers ({', '.join(wrong_kind[:3])}"
                          f"{', ...' if len(wrong_kind) > 3 else ''}): it was altered or is not a model's checkpoint; "
                          "use another checkpoint of the run or train again")
+    wrong_shape = [f"size mismatch for {name}: {list(t.shape)} in the file, {list(expected[name].shape)} in the model"
+                   for name, t in saved.items()
+                   if name in expected and isinstance(t, torch.Tensor) and t.shape != expected[name].shape]
+    if wrong_shape:
+        raise ValueError(f"{path} cannot be used: its weights do not fit the configuration it records ({wrong_shape[0]}"
+                         f"{f' and {len(wrong_shape) - 1} more' if len(wrong_shape) > 1 else ''}); it was altered or "
+                         "written by another version: use another checkpoint of the run or train again")
     bad = non_finite_entries(saved)
     if bad:
         raise ValueError(f"{path} holds non-finite weights ({', '.join(bad[:3])}); its features would be meaningless: "
