@@ -1,6 +1,7 @@
 """Runs survive interruption and bad input; checkpoints are safe to write and to load."""
 
 import errno
+import io
 import random
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import amdim_lib.run.checkpoints as checkpoints
 import amdim_lib.run.train as train_module
 from amdim_lib.__main__ import main
 from amdim_lib.run.checkpoints import load_checkpoint
-from amdim_lib.run.runfolder import latest_run_checkpoint, save_run_checkpoint
+from amdim_lib.run.runfolder import RunFolderError, latest_run_checkpoint, save_run_checkpoint, writing
 from amdim_lib.data.datasets import build_dataset
 from amdim_lib.run.presets import get_config
 from amdim_lib.run.runfolder import RunFolder, read_metrics
@@ -130,12 +131,57 @@ def test_a_full_disk_leaves_the_previous_checkpoint_usable(tmp_path, monkeypatch
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file is left"
 
 
+def test_a_full_disk_under_pytorchs_own_writer_is_an_os_error_and_the_message_says_how_to_go_on(tmp_path, monkeypatch):
+    # PyTorch's zip writer reports a write that fails after its first record as a RuntimeError
+    # ("unexpected pos ..."), which the run folder's OSError handling did not catch.
+    save_run_checkpoint(tmp_path, {"step": 1, "w": torch.ones(3)})
+    real_save = torch.save
+
+    class FullAfterAFewBytes(io.RawIOBase):
+        written = 0
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return len(data)
+
+    monkeypatch.setattr(checkpoints.torch, "save", lambda obj, f: real_save(obj, FullAfterAFewBytes()))
+    with pytest.raises(OSError, match="PyTorch could not write the file"):
+        save_run_checkpoint(tmp_path, {"step": 2, "w": torch.zeros(10_000)})
+    with pytest.raises(RunFolderError, match=r"could not write .*checkpoint\.pt .*step 1.*--resume"):
+        with writing(tmp_path / "checkpoint.pt", tmp_path):
+            save_run_checkpoint(tmp_path, {"step": 2, "w": torch.zeros(10_000)})
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+
+
 def test_resume_falls_back_to_an_older_checkpoint_when_the_newest_is_damaged(tmp_path):
     save_run_checkpoint(tmp_path, {"step": 1})
     save_run_checkpoint(tmp_path, {"step": 2})
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")  # the newest (and its hard link) damaged
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
         assert latest_run_checkpoint(tmp_path)["step"] == 1
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"garbage", "only a resume (repair=True) touches the folder"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "folder"])
+def test_a_resume_puts_the_checkpoint_it_resumed_from_in_place_of_a_damaged_one(tmp_path, damage):
+    save_run_checkpoint(tmp_path, {"step": 1})
+    newest = tmp_path / "checkpoint.pt"
+    if damage == "truncated":
+        save_run_checkpoint(tmp_path, {"step": 2})
+        newest.write_bytes(newest.read_bytes()[:100])
+    else:
+        newest.unlink()
+        newest.mkdir()
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        assert latest_run_checkpoint(tmp_path, repair=True)["step"] == 1
+    assert load_checkpoint(newest)["step"] == 1, "the next eval reads what training resumed from"
+    assert (tmp_path / "checkpoint.pt.unreadable").exists(), "the damaged file is kept aside, not deleted"
 
 
 def _image_folder(root, n=3, size=36):

@@ -9,6 +9,7 @@ cannot run code; the format name and version are checked before anything is used
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -37,8 +38,15 @@ def atomic_write(path: str | Path, write) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomically write `state` (tensors and plain containers) with the format header."""
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+    """Atomically write `state` (tensors and plain containers) with the format header. A failed write
+    is an OSError whatever raised it: PyTorch's own writer reports a full disk as a RuntimeError."""
+    try:
+        atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+    except RuntimeError as error:
+        if not any(word in str(error) for word in ("inline_container", "PytorchStreamWriter", "write")):
+            raise
+        raise OSError(errno.EIO, f"PyTorch could not write the file, a full disk or a lost folder: "
+                                 f"{str(error).strip().splitlines()[0][:200]}") from None
 
 
 def save_json(path: str | Path, data: dict) -> None:

@@ -226,17 +226,34 @@ def last_checkpoint_text(run_dir: str | Path) -> str:
     return f"the last checkpoint is {latest}" + (f" (step {max(steps)})" if steps else "")
 
 
-def latest_run_checkpoint(run_dir: str | Path) -> dict | None:
-    """The newest loadable checkpoint of a run (None when it has none); unreadable ones are skipped with a warning."""
+def latest_run_checkpoint(run_dir: str | Path, repair: bool = False) -> dict | None:
+    """The newest loadable checkpoint of a run (None when it has none); unreadable ones are skipped with a
+    warning. repair: an unreadable checkpoint.pt (a truncated file, a folder) is moved aside to
+    checkpoint.pt.unreadable and the checkpoint found instead is copied in its place, so that the next
+    `eval` reads what training resumed from, not the broken file."""
     run_dir = Path(run_dir)
-    candidates = [run_dir / RunFolder.CHECKPOINT] + [path for _, path in sorted(_history(run_dir), reverse=True)]
+    main = run_dir / RunFolder.CHECKPOINT
+    candidates = [main] + [path for _, path in sorted(_history(run_dir), reverse=True)]
     for path in candidates:
         if path.exists():
             try:
-                return load_checkpoint(path)
-            except ValueError as error:
+                state = load_checkpoint(path)
+            except (ValueError, FileNotFoundError) as error:  # FileNotFoundError: a folder of that name
                 warnings.warn(f"skipping unreadable checkpoint: {error}", stacklevel=2)
+                continue
+            if repair and path != main and main.exists():
+                _replace_broken_checkpoint(main, path)
+            return state
     return None
+
+
+def _replace_broken_checkpoint(broken: Path, good: Path) -> None:
+    aside = broken.with_name(broken.name + ".unreadable")
+    if aside.is_dir():
+        shutil.rmtree(aside)
+    os.replace(broken, aside)  # kept for inspection, never deleted unasked
+    atomic_write(broken, lambda f: f.write(good.read_bytes()))
+    warnings.warn(f"{broken} was unreadable: moved to {aside.name}; {good.name} now stands in its place", stacklevel=3)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -272,7 +272,7 @@ def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at
     total_steps = per_epoch * config.epochs
     state = build_state(config, n_classes, runtime.device, per_epoch)
     if resume:
-        resume_from_checkpoint(state, config, out)
+        resume_from_checkpoint(state, config, out, repair=runtime.context.is_main)
     if runtime.context.enabled:
         state.model = distributed.wrap(state.model, runtime.device, config.tasks)
     log = MetricsLog(out, state.step, runtime.context.is_main)
@@ -340,10 +340,11 @@ def start_runtime(config: Config) -> Runtime:
     return Runtime(device, dtype, context)
 
 
-def resume_from_checkpoint(state: TrainState, config: Config, out: Path) -> None:
+def resume_from_checkpoint(state: TrainState, config: Config, out: Path, repair: bool = True) -> None:
     """Restore the newest readable checkpoint of `out`, if any; one of another configuration is refused,
-    and so is one whose contents do not fit this run's modules (a ValueError naming it)."""
-    saved = latest_run_checkpoint(out)
+    and so is one whose contents do not fit this run's modules (a ValueError naming it). repair: put
+    the checkpoint resumed from in place of an unreadable checkpoint.pt (one process of a run does)."""
+    saved = latest_run_checkpoint(out, repair=repair)
     if saved is None:
         return
     where = f"the newest readable checkpoint in {out}"
