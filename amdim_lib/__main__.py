@@ -355,7 +355,10 @@ def cmd_demo(args) -> dict:
     try:
         return run_workbook(out, preset=args.preset, only=only, device=args.device or "auto", **data)
     except NotebookError as error:
-        raise SystemExit(f"make demo stopped: {error}") from None
+        raise SystemExit(f"make demo stopped: {error}; the notebooks that finished are kept: run the same "
+                         "command again to continue from this one") from None
+    except ValueError as error:  # --only names no notebook
+        raise SystemExit(f"error: {error}") from None
 
 
 def cmd_reproduce(args) -> dict:
@@ -474,7 +477,8 @@ def _positive_int(text: str) -> int:
 # What a command interrupted by Ctrl-C (a second one, for train) leaves, and how to go on.
 AFTER_INTERRUPT = {"train": "continue from the run's last checkpoint with --resume",
                    "eval": "its results are written only when it completes: evaluate again",
-                   "sweep": "finished runs are kept: run the sweep again to continue"}
+                   "sweep": "finished runs are kept: run the sweep again to continue",
+                   "demo": "the notebooks that finished are kept: run the same command again to continue"}
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@ import nbformat
 import pytest
 
 from amdim_lib.ui.html_report import notebook_title, write_report
+import amdim_lib.ui.workbook as workbook
 from amdim_lib.ui.workbook import NotebookError, notebooks, run_notebook
 
 
@@ -74,3 +75,50 @@ def test_a_bad_notebook_parameter_is_named_before_any_work(tmp_path):
         run_notebook(notebooks()[1], tmp_path / "out", preset="smoke", seed="abc")
     with pytest.raises(NotebookError, match=r"unknown preset 'quick'"):
         run_notebook(notebooks()[1], tmp_path / "out", preset="quick")
+
+
+def _fake_runs(monkeypatch, ran, fail_at=None):
+    """run_notebook stand-in: copies the committed notebook and writes a metrics.json, or fails."""
+    def fake(path, output_dir, **parameters):
+        if path.stem[:2] == fail_at:
+            raise NotebookError(f"{path.name} failed")
+        ran.append(path.stem[:2])
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / path.name).write_text(path.read_text())
+        (output_dir / "metrics.json").write_text(json.dumps({"notebook": path.stem, **parameters}))
+        return {}
+    monkeypatch.setattr(workbook, "run_notebook", fake)
+    monkeypatch.setattr(workbook, "write_report", lambda paths, out, title: out.write_text("\n".join(p.stem for p in paths)))
+
+
+def test_a_demo_stopped_midway_keeps_what_finished_and_a_partial_run_merges_into_the_report(tmp_path, monkeypatch):
+    ran = []
+    _fake_runs(monkeypatch, ran, fail_at="04")
+    with pytest.raises(NotebookError):
+        workbook.run_workbook(tmp_path, preset="smoke")
+    assert ran == ["00", "01", "02", "03"]
+    _fake_runs(monkeypatch, ran)
+    ran.clear()
+    workbook.run_workbook(tmp_path, preset="smoke")
+    assert ran[0] == "04" and len(ran) == len(notebooks()) - 4, "the finished notebooks are kept"
+    everything = json.loads((tmp_path / "metrics.json").read_text())
+    ran.clear()
+    workbook.run_workbook(tmp_path, preset="smoke", only=["00"])
+    assert ran == ["00"]
+    assert json.loads((tmp_path / "metrics.json").read_text()).keys() == everything.keys(), "the other sections stay"
+    assert (tmp_path / "report.html").read_text().splitlines() == [p.stem for p in notebooks()]
+    ran.clear()
+    workbook.run_workbook(tmp_path, preset="demo")  # other settings: nothing finished with them
+    assert len(ran) == len(notebooks())
+
+
+def test_a_notebook_name_that_matches_none_is_refused_with_the_names(tmp_path):
+    with pytest.raises(ValueError, match=r"no notebook is called 99; choose among 00, 01, .*A1"):
+        workbook.run_workbook(tmp_path, only=["04", "99"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_demo_command_refuses_an_unknown_notebook_in_one_line(tmp_path):
+    from amdim_lib.__main__ import main
+    with pytest.raises(SystemExit, match=r"^error: no notebook is called 99; choose among"):
+        main(["demo", "--only", "99", "--out", str(tmp_path / "demo")])

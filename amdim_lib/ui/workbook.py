@@ -59,25 +59,68 @@ def run_notebook(path: str | Path, output_dir: str | Path, preset: str = "demo",
     return json.loads(metrics.read_text())
 
 
-def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | None = None, **parameters) -> dict:
-    """Run every notebook in order into out_dir/<notebook>/, then write out_dir/report.html.
+FINISHED = "finished.json"  # written into a notebook's folder once it ran to its end: its parameters
 
-    Notebooks after training receive `train_dir` (where 04_training left its checkpoint).
-    Prints one progress line per notebook; stops at the first failure with a NotebookError.
+
+def select_notebooks(only: list[str] | None) -> list[Path]:
+    """The notebooks named by `only` (numbers such as 04 or A1, or full stems), all when None; a name
+    that matches none is refused with the list of names."""
+    paths = notebooks()
+    if only is None:
+        return paths
+    unknown = [name for name in only if not any(name in (p.stem, p.stem[:2]) for p in paths)]
+    if unknown:
+        raise ValueError(f"no notebook is called {', '.join(unknown)}; choose among "
+                         f"{', '.join(p.stem[:2] for p in paths)} ({', '.join(p.stem for p in paths)})")
+    return [p for p in paths if p.stem in only or p.stem[:2] in only]
+
+
+def _finished_with(target: Path) -> dict | None:
+    try:
+        return json.loads((target / FINISHED).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | None = None, **parameters) -> dict:
+    """Run the notebooks in order into out_dir/<notebook>/, then write out_dir/report.html and
+    out_dir/metrics.json over every notebook finished there (a partial run merges into them).
+
+    Notebooks after training receive `train_dir` (where 04_training left its checkpoint). Without
+    `only`, a run stopped midway continues: the notebooks that finished with the same parameters are
+    kept, up to the first that must run; every later one runs again (it may read what an earlier
+    one wrote). `only` runs the notebooks it names. Prints one progress line per notebook; stops at
+    the first failure with a NotebookError.
     """
     out_dir = Path(out_dir).resolve()
-    paths = [p for p in notebooks() if only is None or p.stem in only or p.stem[:2] in only]
-    summary, executed = {}, []
+    paths = select_notebooks(only)
+    wanted = {"preset": preset, "train_dir": str(out_dir / "04_training"), **parameters}
+    continuing = only is None
     for number, path in enumerate(paths, 1):
         target = out_dir / path.stem
+        if continuing and _finished_with(target) == wanted:
+            print(f"[{number}/{len(paths)}] {path.stem} kept: it finished earlier with these settings "
+                  f"(--only {path.stem[:2]} runs it again)", flush=True)
+            continue
+        continuing = False
+        (target / FINISHED).unlink(missing_ok=True)
         start = time.perf_counter()
         print(f"[{number}/{len(paths)}] {path.stem} ...", flush=True)
-        summary[path.stem] = run_notebook(path, target, preset=preset,
-                                          train_dir=str(out_dir / "04_training"), **parameters)
-        executed.append(target / path.name)
+        run_notebook(path, target, **wanted)
+        (target / FINISHED).parent.mkdir(parents=True, exist_ok=True)
+        (target / FINISHED).write_text(json.dumps(wanted, indent=2))
         print(f"[{number}/{len(paths)}] {path.stem} done in {time.perf_counter() - start:.0f} s", flush=True)
+    return write_summary(out_dir, preset)
+
+
+def write_summary(out_dir: Path, preset: str) -> dict:
+    """out_dir/metrics.json and out_dir/report.html over every notebook that finished in out_dir."""
+    done = [p for p in notebooks() if _finished_with(out_dir / p.stem) is not None
+            and (out_dir / p.stem / p.name).exists() and (out_dir / p.stem / "metrics.json").exists()]
+    summary = {p.stem: json.loads((out_dir / p.stem / "metrics.json").read_text()) for p in done}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    if executed:
-        write_report(executed, out_dir / "report.html", title=f"AMDIM workbook ({preset} preset)")
+    if done:
+        write_report([out_dir / p.stem / p.name for p in done], out_dir / "report.html",
+                     title=f"AMDIM workbook ({preset} preset)")
         print(f"report: {out_dir / 'report.html'}")
     return summary
