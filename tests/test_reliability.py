@@ -257,3 +257,11 @@ def test_fuzz_cli_and_parameter_validation(capsys):
         except ValueError as error:
             assert "invalid configuration" in str(error)
     capsys.readouterr()
+
+
+def test_thousands_of_loader_workers_are_lowered_to_the_usable_cpus_with_a_warning():
+    from amdim_lib.run.build import make_loader, usable_cpus
+    config = get_config("shapes", "smoke").replace(num_workers=5000)
+    with pytest.warns(UserWarning, match=rf"num_workers=5000 lowered to {usable_cpus()}, the CPUs this process may use"):
+        loader = make_loader(list(range(8)), config, torch.device("cpu"), batch_size=4)
+    assert loader.num_workers == usable_cpus() < 5000

@@ -7,8 +7,9 @@ and notebooks build the same pieces the loop does without importing the loop.
 from __future__ import annotations
 
 import contextlib
-import os
 import math
+import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,10 +71,25 @@ def build_encoder(config: Config) -> Encoder:
     return encoder.to(memory_format=torch.channels_last) if config.channels_last else encoder
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and schedulers set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """`requested` data loader workers, at most the usable CPUs: more only compete for them, and
+    thousands of forked workers exhaust the machine's memory. The views do not depend on it."""
+    cpus = usable_cpus()
+    if requested > cpus:
+        warnings.warn(f"num_workers={requested} lowered to {cpus}, the CPUs this process may use", stacklevel=3)
+    return min(requested, cpus)
+
+
 def make_loader(dataset, config: Config, device: torch.device, batch_size: int, sampler=None):
     """A DataLoader with the run's workers (kept alive across epochs) and pinned memory on CUDA."""
+    workers = loader_workers(config.num_workers)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=sampler is not None,
-                                       num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+                                       num_workers=workers, persistent_workers=workers > 0,
                                        pin_memory=device.type == "cuda",
                                        generator=torch.Generator().manual_seed(config.seed))
 
