@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from .run.build import build_encoder, encoder_from_checkpoint
-from .run.checkpoints import check_weights, load_failure
+from .run.checkpoints import check_archive, check_weights, load_failure
 from .run.checkpoints import FORMAT
 from .core.encoder import Encoder
 from .run.presets import Config
@@ -71,6 +71,7 @@ def load_encoder(path: str | Path) -> tuple[Encoder, Config]:
 def _read(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    check_archive(path)
     try:
         # Memory-mapped where the format allows (zip files), so that telling the kind reads little.
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+import zipfile
 
 import pytest
 import torch
@@ -259,3 +260,28 @@ def test_fuzz_checkpoints_through_eval_and_resume(trained, tmp_path, no_evaluati
             _resumes_or_names_it(config, folder)
     assert base["step"] == 4 and time.time() - start < 60
     capsys.readouterr()
+
+
+def _deflated_copy(source, target) -> None:
+    """`source` rewritten as a zip whose entries are compressed, as torch.save never writes them."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for entry in src.infolist():
+            dst.writestr(entry.filename, src.read(entry.filename), compress_type=zipfile.ZIP_DEFLATED)
+
+
+def test_a_checkpoint_with_compressed_entries_is_refused_before_it_is_inflated(run, tmp_path):
+    from amdim_lib.official import load_encoder
+    from amdim_lib.run.runfolder import latest_run_checkpoint
+
+    bomb = tmp_path / "bomb.pt"
+    torch.save({"huge": torch.zeros(8_000_000)}, tmp_path / "plain.pt")  # 32 MB of zeros: a few kB deflated
+    _deflated_copy(tmp_path / "plain.pt", bomb)
+    assert bomb.stat().st_size < 200_000
+    for load in (load_checkpoint, load_encoder):
+        with pytest.raises(ValueError, match=r"bomb\.pt holds \d+ compressed entr.*MiB once inflated.*never writes"):
+            load(bomb)
+    _deflated_copy(run / "checkpoint.pt", tmp_path / "deflated.pt")
+    (run / "checkpoint.pt").unlink()
+    shutil.copy(tmp_path / "deflated.pt", run / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="compressed entr"):  # the resume path skips it for an older copy
+        latest_run_checkpoint(run)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -54,11 +55,30 @@ def save_json(path: str | Path, data: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
+def check_archive(path: str | Path) -> None:
+    """Refuse a zip-format checkpoint with a compressed entry before torch.load inflates it. torch.save
+    stores every entry as is; a compressed one was made by hand, and its inflated size could be anything
+    (a 3.9 MB file held a 2 GiB tensor). Files of the older, non-zip format pass unchanged."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            packed = [entry for entry in archive.infolist() if entry.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable checkpoint archive: {error}") from None
+    if packed:
+        inflated = sum(entry.file_size for entry in packed)
+        raise ValueError(f"{path} holds {len(packed)} compressed entr{'y' if len(packed) == 1 else 'ies'} "
+                         f"({packed[0].filename}, {inflated / 2**20:,.0f} MiB once inflated), which torch.save never "
+                         "writes: it was altered; use another checkpoint of the run or train again")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint safely; a clear error names the file for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    check_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
