@@ -156,6 +156,9 @@ def _synthetic_notebook(path):
         ("code", "from IPython.display import Markdown\nMarkdown('a computed $\\\\beta^2$')"),
         ("code", "import os\nprint('PATH_MARKER', os.path.abspath(os.path.join(output_dir, 'checkpoint.pt')))"),
         ("code", "print('SOLUTION_MARKER', 6 * 7)", "solution"),
+        ("code", "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()"),
+        ("md", "Bars are `means`, whiskers one sd. The second sentence stays out."),
+        ("code", "import matplotlib.pyplot as plt\nplt.plot([0, 1], [0, 1])\nplt.show()"),
         ("md", "## Metrics"),
         ("code", "import json, os\nos.makedirs(output_dir, exist_ok=True)\nprint('SCAFFOLDING_MARKER')\n"
                  "json.dump({'ok': 1}, open(os.path.join(output_dir, 'metrics.json'), 'w'))", "scaffolding"),
@@ -198,6 +201,16 @@ def test_overview_shows_the_papers_results_from_the_library(report):
     page, metrics = report
     assert metrics["paper_table"] == paper_results_table()
     assert "What AMDIM achieved" in page and "68.1" in page and "ndf 320, n_rkhs 1280, depth 10" in page
+
+
+def test_every_image_in_the_report_has_alt_text_from_its_caption(report):
+    page, _ = report
+    alts = re.findall(r'<img[^>]*?alt="([^"]*)"', page)
+    images = re.findall(r"<img\b", page)
+    assert len(alts) == len(images) >= 2
+    assert all(alt.strip() and "No description" not in alt for alt in alts), alts
+    assert "Bars are means, whiskers one sd." in alts, "a caption below the figure is its alt text"
+    assert "Figure in '1.2 A numbered part'" in alts, "without a caption below: the section it is in"
 
 
 def test_report_opens_with_a_title_and_one_contents_entry_per_notebook(report):

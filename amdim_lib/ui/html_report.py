@@ -53,6 +53,13 @@ math[display="block"] { margin: 0.6em 0; }
 {%- if '""" + _REPORT_TAG + """' in cell.metadata.get('tags', []) -%}{{ cell.source }}
 {%- else -%}{{ super() }}{%- endif -%}
 {%- endblock rawcell %}
+{#- Figures carry their caption as alt text (_describe_figures puts it in the output's metadata). -#}
+{% block data_png scoped -%}
+{{ super() | replace('<img ', '<img alt="' ~ (output | get_metadata('alt', 'image/png') or '') | escape_html ~ '" ', 1) }}
+{%- endblock data_png %}
+{% block data_jpg scoped -%}
+{{ super() | replace('<img ', '<img alt="' ~ (output | get_metadata('alt', 'image/jpeg') or '') | escape_html ~ '" ', 1) }}
+{%- endblock data_jpg %}
 {% block codecell scoped -%}
 {%- if 'solution' in cell.metadata.get('tags', []) -%}
 <details class="solution"><summary>Solution (click to show it)</summary>{{ super() }}</details>
@@ -159,11 +166,46 @@ class _Section:
             elif cell.cell_type == "code":
                 cell.outputs = _reader_outputs(cell.get("outputs", []), widgets, math)
             section.cells.append(cell)
+        _describe_figures(section.cells, section.title)
         return section
 
     def heading_html(self, math: "_MathML") -> str:
         return (f'<div class="jp-RenderedHTMLCommon"><h1 class="section" id="{self.anchor}">'
                 f'{self.number} &middot; {math.protect_text(self.title)}</h1></div>')
+
+
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def _describe_figures(cells: list, title: str) -> None:
+    """Give every figure output its caption as alt text: the first sentence of the markdown cell right
+    below it (the workbook's captions sit there), else the heading of the section it is in."""
+    heading = title
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "markdown":
+            headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            heading = headings[-1] if headings else heading
+            continue
+        figures = [o for o in cell.get("outputs", []) if any(kind in o.get("data", {}) for kind in _IMAGE_TYPES)]
+        if not figures:
+            continue
+        below = cells[index + 1] if index + 1 < len(cells) else None
+        caption = _first_sentence(below.source) if below is not None and below.cell_type == "markdown" else ""
+        for number, output in enumerate(figures, 1):
+            where = f"Figure {number} of {len(figures)}" if len(figures) > 1 else "Figure"
+            text = caption or f"{where} in '{heading}'"
+            for kind in _IMAGE_TYPES:
+                if kind in output["data"]:
+                    output.setdefault("metadata", {}).setdefault(kind, {}).setdefault("alt", text)
+
+
+def _first_sentence(markdown: str) -> str:
+    """The caption a markdown cell opens with, as plain text; '' when it opens with a heading or an exercise."""
+    text = markdown.strip()
+    if not text or text.startswith(("#", "**Exercise", "<")):
+        return ""
+    plain = re.sub(r"[*_`$]", "", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", " ".join(text.split())))
+    return re.split(r"(?<=[.!?])\s", plain, maxsplit=1)[0][:300]
 
 
 def _without_empty_sections(cells: list) -> list:
