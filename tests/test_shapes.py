@@ -166,6 +166,27 @@ def test_position_carries_no_label_information(train_1000):
         assert np.abs(centre[labels == c].mean(axis=0) - overall).max() < 2.0
 
 
+def test_a_probe_on_simple_pixel_statistics_stays_near_chance(train_1000):
+    # Everything but the outline: the image's colour (mean and spread per channel), its brightness
+    # histogram and the object's area. Only the shape may carry the label.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    _, images, labels, masks = train_1000
+    pixels = images.reshape(len(images), -1, 3).astype(np.float32) / 255
+    brightness = pixels.mean(axis=2)
+    histogram = np.stack([np.histogram(b, bins=8, range=(0, 1))[0] for b in brightness]) / brightness.shape[1]
+    statistics = np.concatenate([pixels.mean(axis=1), pixels.std(axis=1), histogram,
+                                 masks.mean(axis=(1, 2))[:, None]], axis=1)
+    with threadpool_limits(limits=1):
+        accuracy = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                                   statistics, labels, cv=5).mean()
+    assert accuracy < 0.2, accuracy  # chance: 0.1
+
+
 def test_raw_pixel_linear_probe_is_weak():
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression

@@ -11,11 +11,12 @@ from a random generator seeded by ``(seed, split, index)``, so
 
 Why it is built the way it is:
 
-* Colour, position, scale and rotation are drawn independently of the class, so
-  only the *shape* identifies the label.  A linear classifier on raw pixels does
-  poorly (about 11 % test accuracy at 32 px, chance is 10 %), while a human, or a network
-  that has learned shape features, reads the class at a glance.  That gap is what
-  a self-supervised representation should close.
+* Colour, position, scale and background are drawn independently of the class, so
+  only the *shape* identifies the label.  The shapes stand upright, at 60-90 % of the
+  image side (`Scene` says why).  A linear classifier on raw pixels does poorly (about
+  16 % on held-out images at 32 px, chance is 10 %), while a human, or a network that has
+  learned shape features, reads the class at a glance.  That gap is what a
+  self-supervised representation should close.
 * Shapes are described by (approximate) signed distance functions evaluated on a
   cached pixel grid with vectorised numpy.  The signed distance in pixels gives
   an anti-aliased coverage ``clip(0.5 - d, 0, 1)`` for free, and the object mask
@@ -35,12 +36,13 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 
 import numpy as np
 import torch.utils.data
 from PIL import Image
 
-__all__ = ["SHAPE_CLASSES", "Shapes", "render_shape"]
+__all__ = ["SHAPE_CLASSES", "Scene", "Shapes", "render_shape"]
 
 SHAPE_CLASSES = [
     "circle",
@@ -64,13 +66,35 @@ _DEFAULT_SIZE = {"train": 10_000, "test": 2_000}
 _IMAGE_STREAM = 0
 _LABEL_STREAM = 1
 
-# Diameter of the object's bounding circle as a fraction of the image side.  The
-# shapes below are sized to similar areas (1.1-1.5 in units of the bounding radius
-# squared, the thin arrow being the smallest) so that the object's pixel count says
-# little about its class; their visible extent is 70-100 % of the bounding circle.
-_SPAN_RANGE = (0.4, 0.7)
 # Low-resolution noise grid that is upsampled into the background texture.
 _NOISE_GRID = 5
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What varies in a Shapes image besides the class, and how much. None of it depends on the label.
+
+    The default was chosen on a validation part of the training split, for what AMDIM's demo budget
+    can learn (trials: benchmarks/LOG.md, "Shapes scene design"; `python benchmarks/shapes_design.py`).
+    Two choices decide it: the shapes stand upright, as objects in photographs mostly do (AMDIM's views
+    never rotate an image, so nothing would teach the encoder that a turned star is still a star), and
+    they fill 60-90 % of the image, so that the encoder's local features see their parts. The textured
+    backgrounds stay: they cost the trained encoder nothing and keep the baselines low.
+    `Scene(tilt=180, span=(0.4, 0.7))` is the earlier design: any orientation, smaller objects.
+    """
+    tilt: float = 0.0                   # largest rotation either way, in degrees (0: upright, 180: any)
+    # Diameter of the object's bounding circle as a fraction of the image side. The shapes are sized to
+    # similar areas (1.1-1.5 in units of the bounding radius squared, the thin arrow being the smallest)
+    # so that the object's pixel count says little about its class; their visible extent is 70-100 %
+    # of the bounding circle.
+    span: tuple[float, float] = (0.6, 0.9)
+    grating: float = 1.0                # strength of the background's stripes
+    blotches: float = 0.35              # strength of its low-frequency noise
+    grain: float = 0.08                 # strength of its per-pixel grain
+    max_distractors: int = 3            # thin lines and small blobs under the object (0-3 drawn)
+
+
+DEFAULT_SCENE = Scene()
 
 
 # ---------------------------------------------------------------------------
@@ -299,8 +323,9 @@ def _paint(img: np.ndarray, cov: np.ndarray, colour) -> None:
     img += cov[..., None] * (np.asarray(colour, dtype=np.float32) - img)
 
 
-def _background(size: int, c1, c2, params, noise, grain) -> np.ndarray:
-    """Two colours blended through a random grating plus upsampled low-resolution noise."""
+def _background(size: int, c1, c2, params, noise, grain, scene: Scene) -> np.ndarray:
+    """Two colours blended through a random grating plus upsampled low-resolution noise and film grain,
+    each as strong as `scene` says."""
     gx, gy = _pixel_grid(size)
     freq, orient, phase, w_grating, fine = params
     # 0.5 to 4 cycles across the image, any orientation.
@@ -310,8 +335,9 @@ def _background(size: int, c1, c2, params, noise, grain) -> np.ndarray:
     up = _upsample_matrix(_NOISE_GRID, size)
     blotches = up @ noise @ up.T
     # Mix weight between the grating and the blotchy noise is random per image.
-    t = np.float32(0.5) + np.float32(0.5 * w_grating) * wave + np.float32(0.35 * (1.0 - w_grating)) * blotches
-    t += grain * np.float32(0.08 * fine)  # fine film grain of random strength
+    t = (np.float32(0.5) + np.float32(0.5 * scene.grating * w_grating) * wave
+         + np.float32(scene.blotches * (1.0 - w_grating)) * blotches)
+    t += grain * np.float32(scene.grain * fine)  # fine film grain of random strength
     np.clip(t, 0.0, 1.0, out=t)
     return c1 + t[..., None] * (c2 - c1)
 
@@ -357,7 +383,7 @@ def _distractor(size: int, params) -> np.ndarray:
     return (np.hypot(u, v) - np.float32(1.0)) * np.float32(rb)
 
 
-def _render(rng: np.random.Generator, label: int, size: int, distractors: bool):
+def _render(rng: np.random.Generator, label: int, size: int, distractors: bool, scene: Scene):
     # Draw every scene parameter first, in a fixed order and amount, so that the
     # same index shows the same scene at every image size and with or without
     # distractors; only the per-pixel grain (drawn last) depends on the size.
@@ -371,17 +397,18 @@ def _render(rng: np.random.Generator, label: int, size: int, distractors: bool):
     colour = _contrasting_colour(rng.random((16, 3), dtype=np.float32), c1, c2)
     grain = rng.standard_normal((size, size), dtype=np.float32)
 
-    img = _background(size, c1, c2, bg_params, noise, grain)
+    img = _background(size, c1, c2, bg_params, noise, grain, scene)
     if distractors:
         # Painted before the object, so they never hide it and the mask stays exact.
-        for i in range(n_distractors):
+        for i in range(min(n_distractors, scene.max_distractors)):
             _paint(img, _coverage(_distractor(size, distractor_params[i])), distractor_colours[i])
 
-    radius = (_SPAN_RANGE[0] + (_SPAN_RANGE[1] - _SPAN_RANGE[0]) * span) * size / 2.0
+    low, high = scene.span
+    radius = (low + (high - low) * span) * size / 2.0
     # Keep the bounding circle inside the image, so the whole object is visible.
     cx = radius + px * (size - 2.0 * radius)
     cy = radius + py * (size - 2.0 * radius)
-    sdf = render_shape(label, size, (cx, cy), radius, angle * 2.0 * math.pi)
+    sdf = render_shape(label, size, (cx, cy), radius, math.radians((2.0 * angle - 1.0) * scene.tilt))
 
     # Mild linear shading (+-25 % across the bounding circle) so the object is not a flat patch.
     gx, gy = _pixel_grid(size)
@@ -419,6 +446,7 @@ class Shapes(torch.utils.data.Dataset):
         size: number of images (default 10,000 for train, 2,000 for test).
         seed: data set seed; the image at (seed, split, index) never changes.
         distractors: paint 0-3 lines/blobs under the object.
+        scene: what varies besides the class (`Scene`); None: DEFAULT_SCENE.
 
     ``dataset[i]`` returns ``(image, label, mask)`` with ``image`` an RGB PIL image,
     ``label`` an int in 0..9 and ``mask`` a bool (H, W) array of the object's pixels.
@@ -431,6 +459,7 @@ class Shapes(torch.utils.data.Dataset):
         size: int | None = None,
         seed: int = 0,
         distractors: bool = True,
+        scene: Scene | None = None,
     ):
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
@@ -448,6 +477,7 @@ class Shapes(torch.utils.data.Dataset):
         self.size = size
         self.seed = int(seed)
         self.distractors = bool(distractors)
+        self.scene = DEFAULT_SCENE if scene is None else scene
         self.classes = list(SHAPE_CLASSES)
         self._split_id = _SPLITS[split]
         n_blocks = (size + 9) // 10
@@ -468,7 +498,7 @@ class Shapes(torch.utils.data.Dataset):
             image, mask = self._cache[index]
             return image.copy(), label, mask.copy()  # copies: a caller may modify what it gets
         rng = np.random.default_rng([self.seed, self._split_id, _IMAGE_STREAM, index])
-        image, mask = _render(rng, label, self.image_size, self.distractors)
+        image, mask = _render(rng, label, self.image_size, self.distractors, self.scene)
         if self._cache is not None:
             self._cache[index] = image.copy(), mask.copy()
         return image, label, mask
