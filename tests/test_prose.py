@@ -40,3 +40,28 @@ def test_the_schedule_names_its_milestones_or_their_absence():
     config = get_config("shapes", "demo")
     assert "at epochs [9] (updates [837])" in prose.describe_schedule(config, [837])
     assert prose.describe_schedule(config.replace(milestones=()), []).endswith("no milestone.")
+
+
+def test_the_staircase_sentence_follows_whether_nwj_ends_above_infonce():
+    def rows(nwj_end):
+        means = {"InfoNCE": (1.9, 4.5), "NWJ": (1.5, nwj_end), "MINE": (1.7, 3.0)}
+        return [{"estimator": label, "mean": m, "std": 0.1 * (i + 1)} for label, pair in means.items()
+                for i, m in enumerate(pair)]
+    below = prose.describe_staircase(rows(3.5), [2, 10], 5.55)
+    assert below.startswith("At MI 10 InfoNCE reports 4.50, NWJ 3.50 and MINE 3.00 nats (log K = 5.55).")
+    assert "NWJ still ends below InfoNCE" in below and "from 0.10 to 0.20" in below
+    assert "NWJ ends above InfoNCE" in prose.describe_staircase(rows(6.0), [2, 10], 5.55)
+
+
+def test_the_ablation_outcome_names_both_spreads_and_whether_training_learned_anything():
+    comparisons = [{"variant": "single_scale", "reference": "full", "significant": True, "difference": -0.05, "spread": 0.02},
+                   {"variant": "dim_baseline", "reference": "single_scale", "significant": False, "difference": -0.01,
+                    "spread": 0.02},
+                   {"variant": "random_init", "reference": "full", "significant": True, "difference": -0.6, "spread": 0.02}]
+    text = prose.describe_ablation_outcome(comparisons, 200, 2, 1000)
+    assert text.startswith("With 200 updates per run and 2 seeds, **2 of 3 comparisons exceed their spread** "
+                           "(single_scale, random_init); within it: dim_baseline vs single_scale.")
+    assert "binomial floor of 1,000 test images where larger: at most 1.6 points" in text
+    assert "60.0 points above the untrained encoder" in text and "something measurable" in text
+    comparisons[2].update(significant=False, difference=-0.01)
+    assert "too few updates" in prose.describe_ablation_outcome(comparisons, None, 2, 1000)

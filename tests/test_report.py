@@ -112,6 +112,17 @@ def test_label_counts_stop_below_the_smallest_class():
     assert evaluate.label_counts(np.repeat(np.arange(3), 4), (1, 4, 16)) == [1, None]
 
 
+def test_separates_from_is_the_count_from_which_on_the_curves_stay_apart():
+    def curve(means, std=0.01):
+        return [{"per_class": n, "mean": m, "std": std} for n, m in zip((1, 4, 16, 64), means)]
+    curves = {"t": curve([0.2, 0.5, 0.7, 0.8]), "r": curve([0.2, 0.3, 0.3, 0.35]), "p": curve([0.25, 0.2, 0.4, 0.45])}
+    assert evaluate.separates_from(curves, "t", ("r", "p")) == 4
+    curves["p"][2]["mean"] = 0.69  # within the spreads at 16: only 64 on counts
+    assert evaluate.separates_from(curves, "t", ("r", "p")) == 64
+    curves["p"][3]["mean"] = 0.9
+    assert evaluate.separates_from(curves, "t", ("r", "p")) is None
+
+
 def test_label_efficiency_rises_with_labels_on_separable_data():
     x, y = _clusters(n_per_class=60, spread=2.5)
     test_x, test_y = _clusters(n_per_class=50, spread=2.5, seed=0)

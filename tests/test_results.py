@@ -48,3 +48,20 @@ def test_paper_reference_is_the_figure_of_the_same_encoder():
     assert paper_reference("cifar10")[1] is None
     assert paper_reference("shapes") == ("Shapes", None)
     assert paper_reference("folder", "/data/my_photos")[1] is None
+
+
+def test_the_scales_table_labels_each_row_with_its_encoder_and_budget(tmp_path):
+    from amdim_lib.analysis.results import photo_result, scales_table
+
+    assert photo_result(tmp_path / "absent.json") is None
+    run = {"name": "Shapes, this run", "ndf": 32, "n_rkhs": 256, "n_depth": 2, "budget": "cpu, 1,023 updates of batch 64, 4 min",
+           "trained": 0.871, "random init": 0.19, "raw pixels": 0.162}
+    photo = {"data": "CIFAR-10 image folder cifar10-subset", "seed": 0, "model": {"ndf": 32, "n_rkhs": 256, "n_depth": 2},
+             "updates": 2652, "batch_size": 64, "train_seconds": 600, "cpu": "a 2-core CPU",
+             "accuracy": {"AMDIM (trained)": {"linear": 0.68}, "random init": {"linear": 0.40}, "raw pixels": {"linear": 0.34}}}
+    lines = scales_table(run, photo).splitlines()
+    assert len(lines) == 5
+    assert "| Shapes, this run | ndf 32, n_rkhs 256, depth 2 | cpu, 1,023 updates of batch 64, 4 min | 87.1 | 19.0 | 16.2 |" in lines
+    assert "2,652 updates of batch 64, 10 min on a 2-core CPU | 68.0 | 40.0 | 34.0 |" in lines[3]
+    assert lines[4].startswith("| CIFAR-10, the paper | ndf 320, n_rkhs 1280, depth 10 |") and "91.2" in lines[4]
+    assert len(scales_table(run).splitlines()) == 4, "without a committed photograph result, its row is left out"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -220,6 +221,22 @@ def label_efficiency(train_x, train_y, test_x, test_y, counts, C: float = 0.1, r
         points.append({"per_class": per_class, "all": n is None, "n_labels": int(n_labels),
                        "mean": float(np.mean(accs)), "std": float(np.std(accs)), "accuracies": accs})
     return points
+
+
+def separates_from(curves: dict[str, list[dict]], trained: str, baselines: Sequence[str]) -> int | None:
+    """The fewest labels per class from which on (every larger count included) `trained`'s label-efficiency
+    curve stays above each baseline's by more than the two spreads over draws; None when it never does."""
+    def apart(index: int) -> bool:
+        ours = curves[trained][index]
+        return all(ours["mean"] - curves[b][index]["mean"] > ours["std"] + curves[b][index]["std"] for b in baselines)
+
+    counts = [point["per_class"] for point in curves[trained]]
+    first = None
+    for index in reversed(range(len(counts))):
+        if not apart(index):
+            break
+        first = counts[index]
+    return first
 
 
 def embed_2d(features, labels, n_points: int = 1000, seed: int = 0, perplexity: float = 30.0, max_iter: int = 500):

@@ -49,6 +49,40 @@ def paper_results_table() -> str:
     return markdown_table(["data set", "linear (%)", "encoder", "source"], rows, "lrll")
 
 
+PHOTO_RESULT = Path(__file__).with_name("photo_result.json")  # written by benchmarks/photo_recipe.py
+
+
+def photo_result(path: str | Path = PHOTO_RESULT) -> dict | None:
+    """The committed result of the photograph recipe (the demo preset of the photograph data sets on a
+    CIFAR-10 image folder, probed frozen beside its baselines), or None where the file is absent."""
+    return read_json(Path(path))
+
+
+def _encoder_text(sizes: dict) -> str:
+    return f"ndf {sizes['ndf']}, n_rkhs {sizes['n_rkhs']}, depth {sizes['n_depth']}"
+
+
+def scales_table(run: dict, photo: dict | None = None) -> str:
+    """Markdown: this run, the committed photograph result and the paper's CIFAR-10 figure, one row each
+    with its encoder and budget, so that none is read as like-for-like with another. run: name, encoder
+    sizes (ndf, n_rkhs, n_depth), budget text, and linear accuracies (fractions) of "trained", "random
+    init" and "raw pixels"."""
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    rows = [[run["name"], _encoder_text(run), run["budget"], *(pct(run.get(k)) for k in ("trained", "random init", "raw pixels"))]]
+    if photo is not None:
+        accuracy = photo["accuracy"]
+        budget = (f"{photo['updates']:,} updates of batch {photo['batch_size']}, "
+                  f"{photo['train_seconds'] / 60:.0f} min on {photo['cpu']}")
+        rows.append([f"{photo['data']} (committed, seed {photo['seed']})", _encoder_text(photo["model"]), budget,
+                     *(pct(accuracy.get(k, {}).get("linear")) for k in ("AMDIM (trained)", "random init", "raw pixels"))])
+    rows.append([f"{DISPLAY['cifar10']}, the paper", _encoder_text(MODEL_SIZES[PAPER_MODEL["cifar10"]]),
+                 "hundreds of GPU epochs", f"{PAPER_LINEAR['cifar10']:.1f}", "–", "–"])
+    return markdown_table(["data", "encoder", "budget", "trained, linear (%)", "random init (%)", "raw pixels (%)"],
+                          rows, "lllrrr")
+
+
 def paper_key(dataset: str, data_dir: str | None = None) -> str | None:
     """The paper data set a run's data matches: its name, or for an image folder the name of the
     folder (e.g. '.../cifar10-subset' -> 'cifar10'); None when the paper has no such figure."""

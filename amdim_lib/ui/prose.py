@@ -44,3 +44,49 @@ def describe_losses(records: list[dict], batch_size: int) -> str:
             f"{'above' if first['5t5'] > chance['5t5'] else 'not above'} its line. "
             f"The weighted regulariser went from {first['reg']:.3f} to {end['reg']:.3f}"
             + (", still rising at the end." if still_rising else ", levelling off by the end."))
+
+
+def describe_staircase(stats: list[dict], levels: list[float], log_k: float) -> str:
+    """Where the trained critics' estimates ended on the MI staircase, and how NWJ's noise moved, from
+    `mi_benchmark.phase_statistics` rows; the NWJ sentence follows what the run shows."""
+    def per_level(label: str, key: str) -> list[float]:
+        return [r[key] for r in stats if r["estimator"] == label]
+
+    infonce, nwj, mine = (per_level(label, "mean") for label in ("InfoNCE", "NWJ", "MINE"))
+    nwj_std, infonce_std = per_level("NWJ", "std"), per_level("InfoNCE", "std")
+    return (f"At MI {levels[-1]:g} InfoNCE reports {infonce[-1]:.2f}, NWJ {nwj[-1]:.2f} and MINE {mine[-1]:.2f} "
+            f"nats (log K = {log_k:.2f}). NWJ's standard deviation goes from {nwj_std[0]:.2f} to {nwj_std[-1]:.2f} "
+            f"nats between MI {levels[0]:g} and {levels[-1]:g}, InfoNCE's from {infonce_std[0]:.2f} to "
+            f"{infonce_std[-1]:.2f}. "
+            + ("NWJ ends above InfoNCE: its missing cap shows." if nwj[-1] > infonce[-1] else
+               "NWJ still ends below InfoNCE: without a cap it could go higher, but at this preset its critic has not "
+               "learned enough, and its noise is large."))
+
+
+def describe_ablation_outcome(comparisons: list[dict], steps: int | None, n_seeds: int, n_test: int,
+                              reference: str = "full") -> str:
+    """How many of a sweep's comparisons (`sweep.significant_differences`) exceed their spread, which
+    spread that is, and whether training lifted the reference above the untrained encoder at all."""
+    named = [(c["variant"] if c["reference"] == reference else f"{c['variant']} vs {c['reference']}", c)
+             for c in comparisons]
+    exceed = [name for name, c in named if c["significant"]]
+    within = [name for name, c in named if not c["significant"]]
+    runs = f"{steps} updates per run" if steps is not None else "the full schedule"
+    # Two different spreads: how much seeds disagree (sd over seeds), and how finely n test images can
+    # measure one accuracy at all (the binomial floor); each variant's spread is the larger of the two.
+    floor = 100 * (0.25 / n_test) ** 0.5
+    text = (f"With {runs} and {n_seeds} seeds, **{len(exceed)} of {len(named)} comparisons exceed their spread**"
+            + (f" ({', '.join(exceed)})" if exceed else "") + (f"; within it: {', '.join(within)}." if within else ".")
+            + f" (A variant's spread is its seed-to-seed sd, or the binomial floor of {n_test:,} test images where "
+            f"larger: at most {floor:.1f} points, at 50 % accuracy.)")
+    untrained = next((c for c in comparisons if c["variant"] == "random_init" and c["reference"] == reference), None)
+    if untrained is None:
+        return text
+    learned = untrained["significant"] and untrained["difference"] < 0
+    gain = -100 * untrained["difference"]
+    return text + (f" Full AMDIM scores {abs(gain):.1f} points {'above' if gain >= 0 else 'below'} the untrained "
+                   f"encoder (spread {100 * untrained['spread']:.1f}): "
+                   + ("training taught the encoder something measurable. A variant comparison within the spread "
+                      "needs more updates or seeds to resolve." if learned else
+                      "too few updates to teach the encoder more than its random initialisation gives, so no "
+                      "comparison between variants can be read from this run; more `steps` is the remedy."))
