@@ -159,6 +159,8 @@ def _synthetic_notebook(path):
         ("code", "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()"),
         ("md", "Bars are `means`, whiskers one sd. The second sentence stays out."),
         ("code", "import matplotlib.pyplot as plt\nplt.plot([0, 1], [0, 1])\nplt.show()"),
+        ("code", "import matplotlib.pyplot as plt\nfrom IPython.display import Markdown, display\nplt.plot([0, 1])\n"
+                 "plt.show()\ndisplay(Markdown('The run printed $x$ this. Not this.'))"),
         ("md", "## Metrics"),
         ("code", "import json, os\nos.makedirs(output_dir, exist_ok=True)\nprint('SCAFFOLDING_MARKER')\n"
                  "json.dump({'ok': 1}, open(os.path.join(output_dir, 'metrics.json'), 'w'))", "scaffolding"),
@@ -207,10 +209,11 @@ def test_every_image_in_the_report_has_alt_text_from_its_caption(report):
     page, _ = report
     alts = re.findall(r'<img[^>]*?alt="([^"]*)"', page)
     images = re.findall(r"<img\b", page)
-    assert len(alts) == len(images) >= 2
+    assert len(alts) == len(images) >= 3
     assert all(alt.strip() and "No description" not in alt for alt in alts), alts
     assert "Bars are means, whiskers one sd." in alts, "a caption below the figure is its alt text"
     assert "Figure in '1.2 A numbered part'" in alts, "without a caption below: the section it is in"
+    assert "The run printed (formula) this." in alts, "a sentence the cell prints under its figure comes first"
 
 
 def test_report_opens_with_a_title_and_one_contents_entry_per_notebook(report):

@@ -65,3 +65,16 @@ def test_the_ablation_outcome_names_both_spreads_and_whether_training_learned_an
     assert "60.0 points above the untrained encoder" in text and "something measurable" in text
     comparisons[2].update(significant=False, difference=-0.01)
     assert "too few updates" in prose.describe_ablation_outcome(comparisons, None, 2, 1000)
+
+
+def test_the_segmentation_sentence_names_the_strongest_baseline_beaten():
+    assert "not the stronger claim" not in prose.describe_segmentation(0.5, 0.7, 0.3, 250)
+    assert "above the centre blob (0.30) and below per-image k-means" in prose.describe_segmentation(0.5, 0.7, 0.3, 250)
+    assert "It beats both" in prose.describe_segmentation(0.8, 0.7, 0.3, 250)
+    assert "does not beat the centre guess" in prose.describe_segmentation(0.2, 0.7, 0.3, 250)
+
+
+def test_a_mixture_probe_near_chance_is_explained_as_a_hypothesis_with_its_control():
+    near = prose.describe_mixture_probes(0.15, 0.1, 0.12, 16, 250)
+    assert "A hypothesis this notebook does not test" in near and "A control would train" in near
+    assert "keeps class information" in prose.describe_mixture_probes(0.6, 0.1, 0.12, 16, 250)

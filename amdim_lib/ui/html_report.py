@@ -178,19 +178,23 @@ _IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 
 
 def _describe_figures(cells: list, title: str) -> None:
-    """Give every figure output its caption as alt text: the first sentence of the markdown cell right
-    below it (the workbook's captions sit there), else the heading of the section it is in."""
+    """Give every figure output its caption as alt text: the first sentence its cell prints under it, else
+    of the markdown cell right below it (the workbook's captions sit there), else the heading of its section."""
     heading = title
     for index, cell in enumerate(cells):
         if cell.cell_type == "markdown":
             headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
             heading = headings[-1] if headings else heading
             continue
-        figures = [o for o in cell.get("outputs", []) if any(kind in o.get("data", {}) for kind in _IMAGE_TYPES)]
+        outputs = cell.get("outputs", [])
+        figures = [o for o in outputs if any(kind in o.get("data", {}) for kind in _IMAGE_TYPES)]
         if not figures:
             continue
         below = cells[index + 1] if index + 1 < len(cells) else None
         caption = _first_sentence(below.source) if below is not None and below.cell_type == "markdown" else ""
+        after = outputs[outputs.index(figures[-1]) + 1:]  # a sentence the cell prints under its figure
+        printed = [_first_sentence(o["data"]["text/markdown"]) for o in after if "text/markdown" in o.get("data", {})]
+        caption = next((text for text in printed if text), caption)
         for number, output in enumerate(figures, 1):
             where = f"Figure {number} of {len(figures)}" if len(figures) > 1 else "Figure"
             text = caption or f"{where} in '{heading}'"
@@ -204,6 +208,7 @@ def _first_sentence(markdown: str) -> str:
     text = markdown.strip()
     if not text or text.startswith(("#", "**Exercise", "<")):
         return ""
+    text = re.sub(r"amdimmath\d+x", "(formula)", text)  # _MathML's tokens: MathML has no place in an attribute
     plain = re.sub(r"[*_`$]", "", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", " ".join(text.split())))
     return re.split(r"(?<=[.!?])\s", plain, maxsplit=1)[0][:300]
 

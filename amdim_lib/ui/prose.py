@@ -90,3 +90,31 @@ def describe_ablation_outcome(comparisons: list[dict], steps: int | None, n_seed
                       "needs more updates or seeds to resolve." if learned else
                       "too few updates to teach the encoder more than its random initialisation gives, so no "
                       "comparison between variants can be read from this run; more `steps` is the remedy."))
+
+
+def describe_segmentation(mixture: float, kmeans: float, centre_blob: float, steps: int) -> str:
+    """The mixture's mean IoU beside its two baselines, and what beating (or not) each of them shows."""
+    beats_blob, beats_kmeans = mixture > centre_blob, mixture > kmeans
+    lesson = ("Beating the centre guess shows the components follow objects, learnt without a mask; beating the "
+              "per-image clustering of an untrained encoder's colours would be the stronger claim, and this run does not."
+              if beats_blob and not beats_kmeans else
+              "It beats both, so these features segment better than per-image clustering of raw local colour."
+              if beats_blob else
+              "It does not beat the centre guess: at this scale the components have not yet settled on objects.")
+    return (f"**The result.** After {steps} updates the mixture's best segment reaches a mean IoU of **{mixture:.2f}**, "
+            f"{'above' if beats_blob else 'not above'} the centre blob ({centre_blob:.2f}) and "
+            f"{'above' if beats_kmeans else 'below'} per-image k-means on the untrained encoder ({kmeans:.2f}). {lesson}")
+
+
+def describe_mixture_probes(best: float, chance: float, random_probe: float, ndf: int, steps: int) -> str:
+    """What the linear probes of the mixture models' r1 read; near chance, a hypothesis for why (no run here
+    tests it)."""
+    text = (f"The linear probes of $r_1$ read at most {best:.1%} against chance {chance:.1%} (untrained encoder: "
+            f"{random_probe:.1%}). ")
+    if best - chance >= 0.1:
+        return text + "The global feature keeps class information while the mixture segments."
+    return text + (f"That is near chance. A hypothesis this notebook does not test: encoders of {ndf} channels trained "
+                   f"for {steps} updates on crop views without colour jitter can tell a view's partner by its colours "
+                   "alone, and on Shapes colour carries no class (only the outline does). A control would train the "
+                   "same encoder without the mixture head, and with colour jitter. Notebook 04's colour-jittered run "
+                   "is the one to probe.")
