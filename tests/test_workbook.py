@@ -107,6 +107,8 @@ def test_a_demo_stopped_midway_keeps_what_finished_and_a_partial_run_merges_into
     assert ran == ["00"]
     assert json.loads((tmp_path / "metrics.json").read_text()).keys() == everything.keys(), "the other sections stay"
     assert (tmp_path / "report.html").read_text().splitlines() == [p.stem for p in notebooks()]
+    timings = workbook.last_timings(tmp_path)
+    assert set(timings) == {p.stem for p in notebooks()} and all(s >= 0 for s in timings.values())
     ran.clear()
     workbook.run_workbook(tmp_path, preset="demo")  # other settings: nothing finished with them
     assert len(ran) == len(notebooks())

@@ -59,7 +59,7 @@ def run_notebook(path: str | Path, output_dir: str | Path, preset: str = "demo",
     return json.loads(metrics.read_text())
 
 
-FINISHED = "finished.json"  # written into a notebook's folder once it ran to its end: its parameters
+FINISHED = "finished.json"  # written into a notebook's folder once it ran to its end: its parameters, its seconds
 
 
 def select_notebooks(only: list[str] | None) -> list[Path]:
@@ -75,11 +75,24 @@ def select_notebooks(only: list[str] | None) -> list[Path]:
     return [p for p in paths if p.stem in only or p.stem[:2] in only]
 
 
-def _finished_with(target: Path) -> dict | None:
+def _finished(target: Path) -> dict | None:
+    """What out_dir/<notebook>/finished.json records: the parameters it ran with and its seconds."""
     try:
-        return json.loads((target / FINISHED).read_text())
+        record = json.loads((target / FINISHED).read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) and "parameters" in record else None
+
+
+def _finished_with(target: Path) -> dict | None:
+    record = _finished(target)
+    return None if record is None else record["parameters"]
+
+
+def last_timings(out_dir: str | Path) -> dict[str, float]:
+    """Seconds of each notebook that finished in the workbook folder `out_dir` (a previous make demo)."""
+    records = {path.stem: _finished(Path(out_dir) / path.stem) for path in notebooks()}
+    return {stem: record["seconds"] for stem, record in records.items() if record and "seconds" in record}
 
 
 def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | None = None, **parameters) -> dict:
@@ -107,9 +120,9 @@ def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | No
         start = time.perf_counter()
         print(f"[{number}/{len(paths)}] {path.stem} ...", flush=True)
         run_notebook(path, target, **wanted)
-        (target / FINISHED).parent.mkdir(parents=True, exist_ok=True)
-        (target / FINISHED).write_text(json.dumps(wanted, indent=2))
-        print(f"[{number}/{len(paths)}] {path.stem} done in {time.perf_counter() - start:.0f} s", flush=True)
+        seconds = round(time.perf_counter() - start, 1)
+        (target / FINISHED).write_text(json.dumps({"parameters": wanted, "seconds": seconds}, indent=2))
+        print(f"[{number}/{len(paths)}] {path.stem} done in {seconds:.0f} s", flush=True)
     return write_summary(out_dir, preset)
 
 
