@@ -63,6 +63,9 @@ def test_the_ablation_outcome_names_both_spreads_and_whether_training_learned_an
                            "(single_scale, random_init); within it: dim_baseline vs single_scale.")
     assert "binomial floor of 1,000 test images where larger: at most 1.6 points" in text
     assert "60.0 points above the untrained encoder" in text and "something measurable" in text
+    assert "needs more updates or seeds" in text, "one comparison is within its spread"
+    every = [dict(c, significant=True) for c in comparisons]
+    assert "needs more updates" not in prose.describe_ablation_outcome(every, 200, 2, 1000)
     comparisons[2].update(significant=False, difference=-0.01)
     assert "too few updates" in prose.describe_ablation_outcome(comparisons, None, 2, 1000)
 

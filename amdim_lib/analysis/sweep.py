@@ -445,8 +445,10 @@ def findings(table: list[dict], comparisons: list[dict], reference: str = REFERE
         else:
             name, what, paper = f"{c['variant']} vs {c['reference']}", c.get("isolates", ""), c.get("paper", "–")
         direction = "higher" if c["difference"] > 0 else "lower"
-        verdict = ("exceeds the seed-to-seed spread" if c["significant"] else
-                   f"is within the seed-to-seed spread ({100 * c['spread']:.1f} points): not supported at this scale")
+        verdict = (f"exceeds the two variants' spread ({100 * c['spread']:.1f} points: seed sd or binomial floor)"
+                   if c["significant"] else
+                   f"is within the two variants' spread ({100 * c['spread']:.1f} points: seed sd or binomial floor): "
+                   "not supported at this scale")
         if row["diverged"]:
             verdict += f"; {row['diverged']} of its {len(row['seeds'])} runs diverged (left out of the mean)"
         paper = "" if paper in ("–", "the reference") else f" Paper: {paper}."

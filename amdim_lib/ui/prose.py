@@ -86,8 +86,8 @@ def describe_ablation_outcome(comparisons: list[dict], steps: int | None, n_seed
     gain = -100 * untrained["difference"]
     return text + (f" Full AMDIM scores {abs(gain):.1f} points {'above' if gain >= 0 else 'below'} the untrained "
                    f"encoder (spread {100 * untrained['spread']:.1f}): "
-                   + ("training taught the encoder something measurable. A variant comparison within the spread "
-                      "needs more updates or seeds to resolve." if learned else
+                   + ("training taught the encoder something measurable." + (" A variant comparison within the spread "
+                      "needs more updates or seeds to resolve." if within else "") if learned else
                       "too few updates to teach the encoder more than its random initialisation gives, so no "
                       "comparison between variants can be read from this run; more `steps` is the remedy."))
 
