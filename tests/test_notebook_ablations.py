@@ -55,7 +55,7 @@ def test_ablation_notebook_runs_the_sweep_and_reports(tmp_path):
                     for o in c.get("outputs", []))
     assert "| dim_baseline |" in shown and "| supervised |" in shown and "points" in shown
     # The verdict is rendered from this run's comparisons, whatever they are.
-    assert f"{len(metrics['significant'])} of {len(metrics['comparisons'])} comparisons exceed the seed spread" in shown
+    assert f"{len(metrics['significant'])} of {len(metrics['comparisons'])} comparisons exceed their spread" in shown
     assert stderr_of(tmp_path / "06_ablations.ipynb") == [], "no warnings or stray output on stderr"
 
     again = run_notebook(NOTEBOOK, tmp_path, preset="smoke")

@@ -75,3 +75,19 @@ def test_every_figure_renders_without_warnings(tmp_path):
     fig = viz.plot_score_matrix(scores)
     assert sum(isinstance(p, Rectangle) for p in fig.axes[0].patches) == 4
     plt.close("all")
+
+
+def test_the_layer_table_is_read_from_the_module_and_ends_at_each_feature():
+    from amdim_lib.core.encoder import Encoder
+    from amdim_lib.core.geometry import receptive_fields
+    from amdim_lib.ui.viz import encoder_layers
+
+    for size in (32, 64, 128):
+        encoder = Encoder(size, 4, 64 if size == 32 else 64, 1)
+        rows = encoder_layers(encoder).splitlines()[2:]
+        fields = receptive_fields(size, encoder)
+        tapped = {row.split("|")[5].strip().split(" ")[0]: row for row in rows if row.split("|")[5].strip()}
+        assert set(tapped) == {"r1", "r5", "r7"}
+        for name, row in tapped.items():
+            grid = fields[name].grid
+            assert f"x {grid}x{grid} |" in row and f"| {fields[name].size} |" in row, (size, name, row)

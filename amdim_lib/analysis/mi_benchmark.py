@@ -34,12 +34,13 @@ def mi_staircase(levels: Sequence[float], steps_per_level: int) -> np.ndarray:
 
 
 def nwj_true_critic_std(mi: float, d: int, batch_size: int) -> float:
-    """Exact standard deviation of the NWJ estimate at its optimal critic f = 1 + log r on one batch of K.
+    """Exact standard deviation of the NWJ estimate at its optimal critic f = 1 + log w (w the density
+    ratio p(y|x)/p(y)) on one batch of K.
 
-    NWJ = 1 + mean_i log r_ii - mean_{i != j} r_ij. Since E_y r(x, y) = E_x r(x, y) = 1, the only
-    correlated pairs of terms are r_ij with r_ji; per coordinate Var_p(log r) = rho^2 and
-    E_q[r^2] = 1 / (1 - rho^2), and E[r_ij r_ji] is a Gaussian integral (computed here exactly).
-    Var = d rho^2 / K + (E_q[r^2] - 1 + Cov(r_ij, r_ji)) / (K (K - 1)).
+    NWJ = 1 + mean_i log w_ii - mean_{i != j} w_ij. Since E_y w(x, y) = E_x w(x, y) = 1, the only
+    correlated pairs of terms are w_ij with w_ji; per coordinate Var_p(log w) = rho^2 and
+    E_{p(x)p(y)}[w^2] = 1 / (1 - rho^2), and E[w_ij w_ji] is a Gaussian integral (computed here exactly).
+    Var = d rho^2 / K + (E_{p(x)p(y)}[w^2] - 1 + Cov(w_ij, w_ji)) / (K (K - 1)).
     """
     rho = rho_from_mi(mi, d)
     k = batch_size
@@ -62,7 +63,7 @@ def true_critic_estimates(mi_levels: Sequence[float] = MI_LEVELS, d: int = 20, b
                           tclip: float | None = None, threads: int | None = 1) -> dict[str, np.ndarray]:
     """Each estimator at its optimal critic on `n_batches` fresh batches per MI level: name -> (levels, n_batches).
 
-    The true critic is log r = log p(y|x)/p(y); NWJ gets 1 + log r, where it is tight. `tclip` passes the
+    The true critic is log w = log p(y|x)/p(y); NWJ gets 1 + log w, where it is tight. `tclip` passes the
     critic through AMDIM's soft clipping c tanh(f / c) first (any critic gives a valid bound, so the
     clipped one still does). Float64, so that exp of large ratios stays finite.
     """

@@ -360,7 +360,7 @@ def nce_mi_lower_bound(nce_loss_value, n_candidates: int):
 
 def gaussian_critic_features(x: torch.Tensor, y: torch.Tensor, rho: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The true critic written as AMDIM's scaled dot product: src (K, d+1), trg (K, d+1) with
-    src_i . trg_j / sqrt(d+1) = log r(x_i, y_j) + (a term in x_i alone, which no softmax over j sees)."""
+    src_i . trg_j / sqrt(d+1) = log w(x_i, y_j) + (a term in x_i alone, which no softmax over j sees)."""
     d = x.shape[-1]
     c = 1.0 - rho * rho
     scale = math.sqrt(d + 1)

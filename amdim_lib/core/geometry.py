@@ -72,7 +72,7 @@ def conv_geometry(module: nn.Module) -> list[tuple[int, int, int]]:
     return layers
 
 
-def _stack(layers, field: tuple[int, int, int], grid: int) -> tuple[tuple[int, int, int], int]:
+def propagate(layers, field: tuple[int, int, int], grid: int) -> tuple[tuple[int, int, int], int]:
     """Push (size, jump, offset) and the grid side through a list of (kernel, stride, padding) layers."""
     size, jump, offset = field
     for kernel, stride, pad in layers:
@@ -98,7 +98,7 @@ def receptive_fields(image_size: int, encoder: Encoder | None = None) -> dict[st
             raise ValueError("the local heads are expected to be 1x1 convs")
     fields, state, grid = {}, (1, 1, 0), image_size
     for name, stage, expected in (("r7", encoder.to_r7, 7), ("r5", encoder.to_r5, 5), ("r1", encoder.to_r1, 1)):
-        state, grid = _stack(conv_geometry(stage), state, grid)
+        state, grid = propagate(conv_geometry(stage), state, grid)
         if grid != expected:
             raise ValueError(f"{name}: the layer stack gives a {grid}x{grid} map, the encoder a {expected}x{expected} one")
         fields[name] = ReceptiveField(name, image_size, *state, grid)

@@ -1,28 +1,29 @@
 """Mixture-based representations: k global features per image, each free to explain part of it.
 
-AMDIM's global feature f1 of view 1 must predict *every* 7x7 local feature f7^i of view 2. A mixture
-relaxes that: a small network m_k turns f1 into k features f1^1..f1^k, and each location i only has
-to be predicted by the component that explains it best. Components end up specialising (object
-versus background, say), so colouring each location by its most probable component segments the
-image, a side effect of the objective that needs no labels.
+AMDIM's global feature r1 of view 1 must predict *every* 7x7 local feature r7^l of view 2 (l: the
+location). A mixture relaxes that: a small network m_k turns r1 into k features r1^(1)..r1^(k), and each
+location l only has to be predicted by the component that explains it best. Components end up
+specialising (object versus background, say), so colouring each location by its most probable
+component segments the image, a side effect of the objective that needs no labels. (Symbols as in
+notebook 00's table: m a component, l a location, i an image.)
 
-    f1^j  = f1 + MLP_j(f1)                                    (one ReLU hidden layer, residual to each)
-    s_ij  = s_nce(f1^j, f7^i)                                 the NCE log-softmax score of location i
-    q(j|i) = softmax_j(tau * s_ij)                            the assignment of location i
-    J     = mean_i [ sum_j q(j|i) s_ij + alpha * H(q(.|i)) ]  maximised, averaged over the 7x7 locations
+    r1^(m) = r1 + MLP_m(r1)                                   (one ReLU hidden layer, residual to each)
+    s_ml   = s_nce(r1^(m), r7^l)                              the NCE log-softmax score of location l
+    q(m|l) = softmax_m(tau * s_ml)                            the assignment of location l
+    J      = mean_l [ sum_m q(m|l) s_ml + alpha * H(q(.|l)) ] maximised, averaged over the 7x7 locations
 
 s_nce is the per-location NCE score of `amdim_lib.core.objectives.nce_loss`, kept apart for each component:
-z_ij - log(exp z_ij + sum over every location l' of every *other* image of exp z_j,l'), with z the
+z_ml - log(exp z_ml + sum over every location l' of every *other* image i' of exp z_m,i'l'), with z the
 tanh-clipped dot-product scores. With k = 1 and a zero MLP, J is exactly minus AMDIM's 1->7 loss, which
 is why the mixture term *replaces* the 1->7 task (`mixture_amdim_loss`): 1->5, 5->5 and the logit
 regulariser stay as they are.
 
-Which gradients flow through q (all of them; q is not detached). Writing q_j = softmax(tau s)_j,
+Which gradients flow through q (all of them; q is not detached). Writing q_m = softmax(tau s)_m at one location,
 
-    dJ/ds_j = q_j [1 + tau (1 - alpha tau) (s_j - sum_j' q_j' s_j')]
+    dJ/ds_m = q_m [1 + tau (1 - alpha tau) (s_m - sum_m' q_m' s_m')]
 
-- alpha = 1/tau: J = (1/tau) logsumexp_j(tau s_j), a soft maximum over components; each component
-  gets its responsibility q_j of the gradient, exactly as if q were held fixed (an EM step).
+- alpha = 1/tau: J = (1/tau) logsumexp_m(tau s_m), a soft maximum over components; each component
+  gets its responsibility q_m of the gradient, exactly as if q were held fixed (an EM step).
 - alpha < 1/tau (our default): components that already explain a location better than average get
   *more* than their responsibility, the others less or even a push away: winners take the location,
   which is what makes the components specialise into segments.
@@ -30,7 +31,7 @@ Which gradients flow through q (all of them; q is not detached). Writing q_j = s
   are kept alive and similar (no segmentation, but no dead component either).
 
 Defaults (chosen on Shapes at the demo scale of notebook 07, see its ablation): k = 4 components
-(objects, their outline, backgrounds of two kinds), tau = 1 (q is then the posterior if the s_ij are
+(objects, their outline, backgrounds of two kinds), tau = 1 (q is then the posterior if the s_ml are
 read as log-likelihoods, which they are: log-softmax scores), alpha = 0.1 < 1/tau: a small entropy
 bonus that keeps assignments from freezing early without undoing the specialisation.
 
@@ -57,10 +58,10 @@ DEFAULT_ALPHA = 0.1
 # ----------------------------------------------------------------------------- mixture features
 
 class MixtureHead(nn.Module):
-    """m_k: f1 (B, D) -> k mixture features (B, k, D), f1^j = f1 + W2_j relu(W1 f1 + b1) + b2_j.
+    """m_k: r1 (B, D) -> k mixture features (B, k, D), r1^(m) = r1 + W2_m relu(W1 r1 + b1) + b2_m.
 
     The hidden layer is shared, the output layer has one D-block per component, and every component
-    keeps a residual connection to f1 (so each starts near f1 and the whole AMDIM signal reaches it).
+    keeps a residual connection to r1 (so each starts near r1 and the whole AMDIM signal reaches it).
     The output layer starts small but random: with identical components q would be uniform, every
     component would get the same gradient, and they would never separate.
     """
@@ -129,12 +130,12 @@ def component_nce_scores(components: torch.Tensor, targets: torch.Tensor, negati
 
 
 def assignments(scores: torch.Tensor, tau: float = DEFAULT_TAU, dim: int = 1) -> torch.Tensor:
-    """q(j|i) = softmax_j(tau * s_ij) along the component axis `dim`."""
+    """q(m|l) = softmax_m(tau * s_ml) along the component axis `dim`."""
     return torch.softmax(tau * scores, dim=dim)
 
 
 def mixture_objective(scores: torch.Tensor, tau: float = DEFAULT_TAU, alpha: float = DEFAULT_ALPHA) -> dict:
-    """The maximised quantity mean_i [sum_j q(j|i) s_ij + alpha H(q(.|i))] for scores (B, k, L).
+    """The maximised quantity mean_l [sum_m q(m|l) s_ml + alpha H(q(.|l))] for scores (B, k, L).
 
     Gradients flow through q as well as through s (see the module docstring for what that does).
     Returns objective (scalar), its two terms `score` and `entropy` (means over locations) and q (B, k, L).
@@ -147,7 +148,7 @@ def mixture_objective(scores: torch.Tensor, tau: float = DEFAULT_TAU, alpha: flo
 
 
 def gradient_gain(scores: torch.Tensor, tau: float, alpha: float) -> torch.Tensor:
-    """dJ/ds_j divided by q_j for one location's scores (..., k): 1 + tau (1 - alpha tau)(s_j - E_q s)."""
+    """dJ/ds_m divided by q_m for one location's scores (..., k): 1 + tau (1 - alpha tau)(s_m - E_q s)."""
     q = torch.softmax(tau * scores, dim=-1)
     return 1 + tau * (1 - alpha * tau) * (scores - (q * scores).sum(-1, keepdim=True))
 

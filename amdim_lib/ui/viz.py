@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..core.encoder import Encoder, count_parameters, local_width
-from ..core.geometry import receptive_fields
+from ..core.geometry import conv_geometry, propagate, receptive_fields
 from ..core.objectives import tanh_clip
 from ..core.views import NORMALISATION
 
@@ -175,6 +175,50 @@ def encoder_summary(image_size: int, ndf: int, n_rkhs: int, n_depth: int, use_bn
     return {"image_size": image_size, "ndf": ndf, "n_rkhs": n_rkhs, "n_depth": n_depth,
             "parameters": count_parameters(encoder), "local_width": local_width(image_size, ndf),
             **{name: tuple(getattr(features, name).shape[1:]) for name in FEATURES}}
+
+
+def _layer_name(module) -> str:
+    """What one stage of the encoder is, in the words of notebook 03."""
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    if isinstance(module, torch.nn.BatchNorm2d):
+        return "batch norm"
+    if isinstance(module, torch.nn.Identity):
+        return "batch norm, off (use_bn=False)"
+    if not convs:
+        return type(module).__name__
+    first = convs[0]
+    k, stride, pad = first.kernel_size[0], first.stride[0], first.padding[0]
+    units = sum(1 for m in module.modules() if type(m).__name__ == "ConvResNxN")
+    kind = (f"{units} residual unit{'s' if units > 1 else ''}, the first {k}x{k} stride {stride}" if units
+            else f"{k}x{k} conv stride {stride}" + (f", reflect-padded {pad}" if pad else ""))
+    return kind
+
+
+def encoder_layers(encoder: Encoder) -> str:
+    """Markdown: every stage of `encoder` in forward order, with its output (channels x map side) and the
+    side of input pixels one output location sees. Read from the module itself (forward hooks on the
+    meta device and the conv geometry of `core.geometry`), so it always matches the code."""
+    from ..analysis.results import markdown_table  # one table builder
+
+    stages = [(f"to_r7.{i}", m) for i, m in enumerate(encoder.to_r7)] + [("to_r5", encoder.to_r5)]
+    stages += [(f"to_r1.{i}", m) for i, m in enumerate(encoder.to_r1)]
+    shapes = {}
+    with torch.device("meta"):
+        probe = Encoder(encoder.image_size, encoder.ndf, encoder.n_rkhs, encoder.n_depth, encoder.use_bn)
+        named = dict(probe.named_modules())
+        hooks = [named[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:])))
+                 for name, _ in stages]
+        probe(torch.empty(2, 3, encoder.image_size, encoder.image_size))
+    for hook in hooks:
+        hook.remove()
+    rows, field, grid = [], (1, 1, 0), encoder.image_size
+    taps = {f"to_r7.{len(encoder.to_r7) - 1}": "r7 (before its 1x1 head)", "to_r5": "r5 (before its 1x1 head)",
+            f"to_r1.{len(encoder.to_r1) - 1}": "r1"}
+    for name, module in stages:
+        field, grid = propagate(conv_geometry(module), field, grid)
+        channels, side, _ = shapes[name]
+        rows.append([f"`{name}`", _layer_name(module), f"{channels} x {side}x{side}", field[0], taps.get(name, "")])
+    return markdown_table(["stage", "what", "output", "sees (px)", "feature"], rows, "llrrl")
 
 
 def score_image(scores: torch.Tensor) -> np.ndarray:
