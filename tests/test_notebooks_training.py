@@ -85,6 +85,8 @@ def test_evaluation_notebook_on_the_training_run(training_run, tmp_path):
         assert points[-1]["n_labels"] == metrics["probe_train_size"]
         assert points[-1]["mean"] == pytest.approx(metrics["accuracy"][name]["linear"])
         assert points[-1]["mean"] >= points[0]["mean"] - 0.1, f"{name}: all labels do not do worse than one"
+    assert set(metrics["tsne_neighbour_share"]) == {"AMDIM (trained)", "random init"}
+    assert all(0 <= share <= 1 for share in metrics["tsne_neighbour_share"].values())
     separated = metrics["label_efficiency_separates_from"]
     assert separated is None or separated in [p["per_class"] for p in metrics["label_efficiency"]["trained"]]
     table = (tmp_path / "comparison.md").read_text()

@@ -202,3 +202,12 @@ def test_format_seconds():
     assert report.format_seconds(42) == "42 s"
     assert report.format_seconds(600) == "10.0 min"
     assert report.format_seconds(3 * 3600) == "3.0 h"
+
+
+def test_class_gathering_is_one_for_separate_clusters_and_near_chance_for_mixed_ones():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    apart = rng.normal(size=(200, 2)) * 0.1 + labels[:, None] * 10
+    assert all(share == 1.0 for share in evaluate.class_gathering(apart, labels).values())
+    mixed = evaluate.class_gathering(rng.normal(size=(200, 2)), labels)
+    assert set(mixed) == {0, 1, 2, 3} and all(0.1 < share < 0.45 for share in mixed.values())

@@ -258,3 +258,15 @@ def embed_2d(features, labels, n_points: int = 1000, seed: int = 0, perplexity: 
     xy = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=max_iter,
               random_state=seed).fit_transform(x)
     return xy, labels[idx]
+
+
+def class_gathering(xy, labels, k: int = 10) -> dict[int, float]:
+    """How much each class gathers in a 2-D map: the mean share of a point's `k` nearest neighbours in the
+    plane that share its class (1 / number of classes when classes are spread evenly)."""
+    from sklearn.neighbors import NearestNeighbors  # lazy: only this function needs it
+
+    xy, labels = np.asarray(xy), np.asarray(labels)
+    k = min(k, len(labels) - 1)
+    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy)
+    same = (labels[neighbours[:, 1:]] == labels[:, None]).mean(axis=1)  # column 0 is the point itself
+    return {int(c): float(same[labels == c].mean()) for c in np.unique(labels)}
