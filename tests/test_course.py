@@ -65,7 +65,12 @@ def test_notation_table_names_each_quantity_once():
                       "`mixture_tau`", "`mixture_alpha`"):
         rows = [line for line in notation.splitlines() if line.startswith("|") and code_name in line]
         assert len(rows) == 1, f"the notation table needs exactly one row for {code_name}"
-    assert "$f_1$" in notation and "$(B - 1) L$" in notation and "$q" in notation
+    symbols = [line.split("|")[1].strip() for line in notation.splitlines()[4:] if line.startswith("|")]
+    assert len(symbols) == len(set(symbols)), "a symbol has two rows"
+    for symbol in ("$\\tau$", "$t$", "$w$", "$\\kappa$", "$q$", "$s$"):
+        assert symbol in symbols, f"the notation table needs a row for {symbol}"
+    assert "$f_1$" not in notation and "also written" not in notation, "one symbol per thing: no aliases"
+    assert "$(B-1)L$" in _markdown("## Glossary")
 
 
 def test_references_link_every_paper():

@@ -67,11 +67,19 @@ def test_two_exercises_each_with_a_folded_solution(path):
             f"{path.name}: exercise {n + 1}'s solution must be collapsed (metadata.jupyter.source_hidden)"
 
 
-@pytest.mark.parametrize("path", MAIN_PATH, ids=lambda p: p.stem)
-def test_references_with_links(path):
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_every_notebook_ends_with_a_summary_and_references_with_links(path):
+    summaries = [c for c in _cells(path) if c.cell_type == "markdown" and re.match(r"## (\d+\. )?Summary", c.source)]
+    assert len(summaries) == (0 if path.stem == "00_overview" else 1), f"{path.name}: one '## Summary' cell (not 00, an overview)"
     references = [c.source for c in _cells(path) if c.cell_type == "markdown" and c.source.startswith("## References")]
     assert len(references) == 1, f"{path.name} needs one markdown cell starting with '## References'"
     assert len(re.findall(r"\]\(https?://", references[0])) >= 2, f"{path.name}: references need links"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_one_title_style_a_number_a_dot_and_the_title(path):
+    title = next(c.source.splitlines()[0] for c in _cells(path) if c.cell_type == "markdown")
+    assert re.match(rf"# {path.stem[:2]} · \S", title), f"{path.name}: title {title!r} is not '# {path.stem[:2]} · ...'"
 
 
 @pytest.mark.parametrize("path", MAIN_PATH, ids=lambda p: p.stem)
