@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,25 @@ def test_torchrun_with_one_process_takes_the_ddp_path(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})  # (also uninstalled)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["True", "1"]
+
+
+def test_a_rank_that_dies_is_named_in_one_line_with_the_checkpoint_to_resume_from(tmp_path):
+    # Rank 1 vanishes (as if killed) before its fourth update; rank 0's next collective fails.
+    script = tmp_path / "die.py"
+    script.write_text("import os, sys\nimport amdim_lib.run.train as loop\nfrom amdim_lib.__main__ import main\n"
+                      "real = loop.train_step\n"
+                      "def step(state, *args, **kwargs):\n"
+                      "    if os.environ['RANK'] == '1' and state.step == 3:\n        os._exit(9)\n"
+                      "    return real(state, *args, **kwargs)\n"
+                      "loop.train_step = step\nsys.exit(main(sys.argv[1:]))\n")
+    args = [a for a in RUN if a != "-m" and a != "amdim_lib"]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), *args, "--set", "train_size=96", "--set", "checkpoint_every=2",
+                          "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if line.startswith("error: rank 0: rank 1 of this run stopped")]
+    assert len(lines) == 1, run.stderr[-3000:]
+    assert "the last checkpoint is" in lines[0] and "--resume" in lines[0]
+    # torchrun's own launcher still reports the failed child; no traceback comes from the run's processes.
+    assert not re.search(r'File ".*(amdim_lib|die\.py)', run.stderr), run.stderr[-3000:]

@@ -166,3 +166,18 @@ def wrap(model: nn.Module, device: torch.device, tasks) -> nn.Module:
     sync_batch_norms(model)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                find_unused_parameters=set(tasks) != {"1t5", "1t7", "5t5"})
+
+
+# What gloo and NCCL say when a process of the group has gone (its sockets closed, or it never answers).
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket Timeout",
+              "NCCL communicator was aborted", "remote process exited", "Read error", "Timed out")
+
+
+def lost_peer(error: BaseException, context: Context) -> str | None:
+    """One line naming the rank that left a distributed run, when `error` says one did; else None."""
+    text = str(error)
+    if not context.enabled or not any(marker in text for marker in _LOST_PEER):
+        return None
+    others = [r for r in range(context.world_size) if r != context.rank]
+    who = f"rank {others[0]}" if len(others) == 1 else f"another rank (of {', '.join(map(str, others))})"
+    return f"rank {context.rank}: {who} of this run stopped ({text.strip().splitlines()[0][:160]})"

@@ -39,7 +39,7 @@ from ..core.encoder import Encoder
 from .memory import check_fits
 from .presets import Config
 from .probes import Probes, probe_loss
-from .runfolder import RunFolder, claim, writing
+from .runfolder import RunFolder, RunFolderError, claim, writing
 from .speed import autocast_dtype, execution_summary, prepare_device
 
 # ----------------------------------------------------------------------------- the model, sampler, schedule
@@ -260,7 +260,15 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     out = Path(out_dir)
     runtime = start_runtime(config)
     with claim(out, config, resume=resume, overwrite=overwrite) if runtime.context.is_main else contextlib.nullcontext():
-        return _train_in(config, out, runtime, resume, stop_at_step, progress)
+        try:
+            return _train_in(config, out, runtime, resume, stop_at_step, progress)
+        except RuntimeError as error:
+            lost = None if isinstance(error, RunFolderError) else distributed.lost_peer(error, runtime.context)
+            if lost is None:
+                raise
+            # One line instead of the collective's traceback: who left, and what to run next.
+            raise RunFolderError(f"{lost}; {last_checkpoint_text(out)}: start the run again with --resume "
+                                 "(resume=True)") from None
 
 
 def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at_step: int | None,
