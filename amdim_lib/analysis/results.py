@@ -74,7 +74,8 @@ def scales_table(run: dict, photo: dict | None = None) -> str:
     if photo is not None:
         accuracy = photo["accuracy"]
         budget = (f"{photo['updates']:,} updates of batch {photo['batch_size']}, "
-                  f"{photo['train_seconds'] / 60:.0f} min on {photo['cpu']}")
+                  f"{photo['train_seconds'] / 60:.0f} min on {photo['cpu']}"
+                  + (f" ({photo['precision']})" if photo.get("precision") else ""))
         rows.append([f"{photo['data']} (committed, seed {photo['seed']})", _encoder_text(photo["model"]), budget,
                      *(pct(accuracy.get(k, {}).get("linear")) for k in ("AMDIM (trained)", "random init", "raw pixels"))])
     rows.append([f"{DISPLAY['cifar10']}, the paper", _encoder_text(MODEL_SIZES[PAPER_MODEL["cifar10"]]),
