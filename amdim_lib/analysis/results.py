@@ -76,7 +76,7 @@ def scales_table(run: dict, photo: dict | None = None) -> str:
         budget = (f"{photo['updates']:,} updates of batch {photo['batch_size']}, "
                   f"{photo['train_seconds'] / 60:.0f} min on {photo['cpu']}"
                   + (f" ({photo['precision']})" if photo.get("precision") else ""))
-        rows.append([f"{photo['data']} (committed, seed {photo['seed']})", _encoder_text(photo["model"]), budget,
+        rows.append([f"{photo['data']}, committed result (seed {photo['seed']})", _encoder_text(photo["model"]), budget,
                      *(pct(accuracy.get(k, {}).get("linear")) for k in ("AMDIM (trained)", "random init", "raw pixels"))])
     rows.append([f"{DISPLAY['cifar10']}, the paper", _encoder_text(MODEL_SIZES[PAPER_MODEL["cifar10"]]),
                  "hundreds of GPU epochs", f"{PAPER_LINEAR['cifar10']:.1f}", "–", "–"])

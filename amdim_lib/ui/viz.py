@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..core.encoder import Encoder, count_parameters, local_width
+from ..analysis.results import markdown_table
 from ..core.geometry import conv_geometry, propagate, receptive_fields
 from ..core.objectives import tanh_clip
 from ..core.views import NORMALISATION
@@ -198,8 +199,6 @@ def encoder_layers(encoder: Encoder) -> str:
     """Markdown: every stage of `encoder` in forward order, with its output (channels x map side) and the
     side of input pixels one output location sees. Read from the module itself (forward hooks on the
     meta device and the conv geometry of `core.geometry`), so it always matches the code."""
-    from ..analysis.results import markdown_table  # one table builder
-
     stages = [(f"to_r7.{i}", m) for i, m in enumerate(encoder.to_r7)] + [("to_r5", encoder.to_r5)]
     stages += [(f"to_r1.{i}", m) for i, m in enumerate(encoder.to_r1)]
     shapes = {}
