@@ -178,8 +178,12 @@ def test_a_resume_puts_the_checkpoint_it_resumed_from_in_place_of_a_damaged_one(
     else:
         newest.unlink()
         newest.mkdir()
-    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+    with pytest.warns(UserWarning) as warned:
         assert latest_run_checkpoint(tmp_path, repair=True)["step"] == 1
+    messages = [str(w.message) for w in warned]
+    assert any("skipping unreadable checkpoint" in m for m in messages)
+    assert any("was unreadable: moved to checkpoint.pt.unreadable; step-00000001.pt now stands in its place" in m
+               for m in messages), messages
     assert load_checkpoint(newest)["step"] == 1, "the next eval reads what training resumed from"
     assert (tmp_path / "checkpoint.pt.unreadable").exists(), "the damaged file is kept aside, not deleted"
 
