@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+import tempfile
 import warnings
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,3 +287,45 @@ def test_a_checkpoint_with_compressed_entries_is_refused_before_it_is_inflated(r
     shutil.copy(tmp_path / "deflated.pt", run / "checkpoint.pt")
     with pytest.warns(UserWarning, match="compressed entr"):  # the resume path skips it for an older copy
         latest_run_checkpoint(run)
+
+
+# ----------------------------------------------------------------------------- as an unprivileged user
+# Root may write anywhere, so these run their subject as `nobody` (setpriv), on a copy of the run in a folder
+# that user can reach, with a HOME it cannot write: permissions as a user meets them, not os.access simulated.
+
+def _as_nobody(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    home = cwd / "home"
+    home.mkdir(exist_ok=True)  # root's, mode 0755: nobody can read it but not write it
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                           "amdim_lib", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home / ".matplotlib")})
+
+
+@pytest.fixture
+def shared_run(trained):
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as an unprivileged user")
+    folder = Path(tempfile.mkdtemp(prefix="amdim-nobody-", dir="/tmp"))
+    folder.chmod(0o755)
+    shutil.copytree(trained, folder / "run")
+    for path in [folder / "run", *(folder / "run").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by everyone, writable by root alone
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_unprivileged_eval_of_a_run_it_cannot_write_is_refused_before_evaluating(shared_run):
+    before = sorted(p.name for p in (shared_run / "run").iterdir())
+    done = _as_nobody("eval", "--checkpoint", "run/checkpoint.pt", "--no-baselines", cwd=shared_run)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "run is read-only" in done.stderr and "--out" in done.stderr, done.stderr[-2000:]
+    assert sorted(p.name for p in (shared_run / "run").iterdir()) == before
+
+
+def test_an_unprivileged_train_into_a_folder_it_cannot_write_says_so_in_one_line(shared_run):
+    locked = shared_run / "locked"
+    locked.mkdir(mode=0o755)
+    done = _as_nobody("train", "--preset", "smoke", "--no-progress", "--out", "locked/run", cwd=shared_run)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "error:" in done.stderr and "locked" in done.stderr, done.stderr[-2000:]
+    assert not any(locked.iterdir())
