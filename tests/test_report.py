@@ -159,6 +159,8 @@ def test_probe_results_plot_has_a_bar_per_feature_set_and_probe():
     fig = report.plot_probe_results(results, n_classes=10)
     assert len(fig.axes[0].patches) == 6
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["linear probe", "MLP probe", "kNN (k=200)"]
+    assert fig.axes[0].get_ylim()[0] == 0.0, "bars start at zero"
+    assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == 0.1 for line in fig.axes[0].lines), "chance line"
 
 
 # ----------------------------------------------------------------------------- tables

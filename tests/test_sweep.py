@@ -194,6 +194,7 @@ def test_plot_has_error_bars_and_labelled_axes():
     fig = sweep.plot_sweep(table, chance=0.1, title="t")
     axes = fig.axes
     assert len(axes) == 2 and all(ax.get_ylabel() == "test accuracy (%)" for ax in axes)
+    assert all(ax.get_ylim()[0] == 0.0 for ax in axes), "bars start at zero"
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["full", "dim_baseline"]
     from matplotlib.container import BarContainer, ErrorbarContainer
     kinds = {type(c) for c in axes[0].containers}

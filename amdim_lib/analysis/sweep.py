@@ -500,10 +500,8 @@ def plot_sweep(table: list[dict], metrics=("linear", "knn"), chance: float | Non
         ax.set(ylabel="test accuracy (%)", title=f"{names.get(metric, metric)}: mean ± 1 sd over seeds")
         shown = [v for r in table for v in 100 * np.array(r[f"{metric}_values"])] + [m + s for m, s in zip(means, stds)]
         shown += [100 * chance] if chance is not None else []
-        if shown:  # an axis fitted to the data, so that differences of a few points stay visible
-            low, high = min(shown), max(shown)
-            margin = max(1.0, 0.15 * (high - low))
-            ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
+        if shown:  # bars start at zero: a bar's length is its accuracy, read against the chance line
+            ax.set_ylim(0.0, min(100.0, max(shown) + max(1.0, 0.1 * max(shown))))
         ax.grid(axis="y", alpha=0.3)
     groups = list(dict.fromkeys(r["question"] for r in table))
     fig.legend([Patch(color=GROUP_COLOURS.get(g, "tab:brown"), alpha=0.8) for g in groups],

@@ -205,8 +205,8 @@ def plot_probe_results(results: dict[str, dict[str, float]], n_classes: int | No
         ax.axhline(1 / n_classes, color="grey", ls="--", lw=1, label=f"chance (1/{n_classes})")
     ax.set_xticks(range(len(probes)), [labels[p] for p in probes])
     values = [v for name in names for v in results[name].values()]
-    ax.set(ylabel="test accuracy (axis fitted to the values)", ylim=accuracy_limits(values, n_classes, margin=0.04),
-           title=title)
+    top = max([v for v in values if np.isfinite(v)] + [1 / n_classes if n_classes else 0.0])
+    ax.set(ylabel="test accuracy", ylim=(0.0, min(1.0, top + 0.08)), title=title)  # bars start at zero
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
