@@ -309,3 +309,12 @@ def test_fused_adam_makes_the_plain_adam_update_whatever_the_gradients_layout():
         assert not conv.weight.grad.is_contiguous() or not fused  # re-laid out like its weight
         updates.append(torch.cat([p.detach().flatten() for p in (*conv.parameters(), *linear.parameters())]))
     assert torch.allclose(updates[0], updates[1], rtol=1e-5, atol=1e-7)
+
+
+def test_how_the_machine_runs_a_run_is_said_once_per_process(tmp_path, capsys):
+    from amdim_lib.run import train as loop
+    loop._ANNOUNCED.clear()
+    config = get_config("shapes", "smoke", train_size=32, test_size=16, batch_size=16, epochs=1)
+    train(config, tmp_path / "a", progress=False)
+    train(config.replace(seed=1), tmp_path / "b", progress=False)
+    assert capsys.readouterr().out.count("running on ") == 1

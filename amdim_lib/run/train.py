@@ -245,6 +245,16 @@ class StopRequests:
 
 # ----------------------------------------------------------------------------- the loop
 
+_ANNOUNCED: set[str] = set()
+
+
+def announce(line: str) -> None:
+    """Print `line` once per process: a notebook that trains six runs on one machine says how it runs them once."""
+    if line not in _ANNOUNCED:
+        _ANNOUNCED.add(line)
+        print(line)
+
+
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: int | None = None,
           progress: bool = True, overwrite: bool = False) -> dict:
     """Train AMDIM with `config`, writing checkpoint.pt, config.json and metrics.jsonl into `out_dir`.
@@ -285,7 +295,7 @@ def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at
         state.model = distributed.wrap(state.model, runtime.device, config.tasks)
     log = MetricsLog(out, state.step, runtime.context.is_main)
     if runtime.context.is_main:
-        print(execution_summary(config, runtime.device, runtime.dtype))  # how this machine runs it, in the run's log
+        announce(execution_summary(config, runtime.device, runtime.dtype))  # how this machine runs it
         with writing(out / RunFolder.CONFIG, out):
             save_json(out / RunFolder.CONFIG, config.to_dict())
     # Loaders get their own generators: creating one must not draw from the global RNG (dropout's).
