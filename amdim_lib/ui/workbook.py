@@ -84,11 +84,6 @@ def _finished(target: Path) -> dict | None:
     return record if isinstance(record, dict) and "parameters" in record else None
 
 
-def _finished_with(target: Path) -> dict | None:
-    record = _finished(target)
-    return None if record is None else record["parameters"]
-
-
 def last_timings(out_dir: str | Path) -> dict[str, float]:
     """Seconds of each notebook that finished in the workbook folder `out_dir` (a previous make demo)."""
     records = {path.stem: _finished(Path(out_dir) / path.stem) for path in notebooks()}
@@ -111,7 +106,7 @@ def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | No
     continuing = only is None
     for number, path in enumerate(paths, 1):
         target = out_dir / path.stem
-        if continuing and _finished_with(target) == wanted:
+        if continuing and (_finished(target) or {}).get("parameters") == wanted:
             print(f"[{number}/{len(paths)}] {path.stem} kept: it finished earlier with these settings "
                   f"(--only {path.stem[:2]} runs it again)", flush=True)
             continue
@@ -128,7 +123,7 @@ def run_workbook(out_dir: str | Path, preset: str = "demo", only: list[str] | No
 
 def write_summary(out_dir: Path, preset: str) -> dict:
     """out_dir/metrics.json and out_dir/report.html over every notebook that finished in out_dir."""
-    done = [p for p in notebooks() if _finished_with(out_dir / p.stem) is not None
+    done = [p for p in notebooks() if _finished(out_dir / p.stem) is not None
             and (out_dir / p.stem / p.name).exists() and (out_dir / p.stem / "metrics.json").exists()]
     summary = {p.stem: json.loads((out_dir / p.stem / "metrics.json").read_text()) for p in done}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
