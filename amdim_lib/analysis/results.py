@@ -44,8 +44,7 @@ def paper_results_table() -> str:
     for key in ("imagenet", "places205", "stl10", "cifar10", "cifar100"):
         size = MODEL_SIZES[PAPER_MODEL[key]]
         image = get_config(key, "paper").image_size
-        rows.append([DISPLAY[key], f"{PAPER_LINEAR[key]:.1f}", f"{image} px, ndf {size['ndf']}, n_rkhs {size['n_rkhs']}, "
-                     f"depth {size['n_depth']}", PAPER_SOURCE[key]])
+        rows.append([DISPLAY[key], f"{PAPER_LINEAR[key]:.1f}", f"{image} px, {_encoder_text(size)}", PAPER_SOURCE[key]])
     return markdown_table(["data set", "linear (%)", "encoder", "source"], rows, "lrll")
 
 

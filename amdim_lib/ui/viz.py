@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..core.encoder import Encoder, count_parameters, local_width
+from ..core.encoder import ConvResNxN, Encoder, count_parameters, local_width
 from ..analysis.results import markdown_table
 from ..core.geometry import conv_geometry, propagate, receptive_fields
 from ..core.objectives import tanh_clip
@@ -189,7 +189,7 @@ def _layer_name(module) -> str:
         return type(module).__name__
     first = convs[0]
     k, stride, pad = first.kernel_size[0], first.stride[0], first.padding[0]
-    units = sum(1 for m in module.modules() if type(m).__name__ == "ConvResNxN")
+    units = sum(1 for m in module.modules() if isinstance(m, ConvResNxN))
     kind = (f"{units} residual unit{'s' if units > 1 else ''}, the first {k}x{k} stride {stride}" if units
             else f"{k}x{k} conv stride {stride}" + (f", reflect-padded {pad}" if pad else ""))
     return kind
