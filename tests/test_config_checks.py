@@ -69,6 +69,26 @@ def test_the_limit_is_the_devices_memory(monkeypatch):
     assert check_fits(demo, torch.device("cpu")).total_bytes == needed
 
 
+def test_data_loader_workers_are_counted_on_the_host(monkeypatch):
+    demo = get_config("shapes", "demo")
+    alone = estimate_training_memory(demo)
+    assert alone.workers == 0 and alone.worker_bytes == 0 and "workers" not in alone.text()
+    monkeypatch.setattr(memory, "usable_cpus", lambda: 2)
+    many = estimate_training_memory(demo.replace(num_workers=5000))  # bounded as make_loader bounds them
+    assert many.workers == 2 and many.worker_bytes >= 2 * memory.WORKER_BYTES
+    assert "2 data-loader workers" in many.text()
+    # On the CPU the workers share the device's memory with the step.
+    monkeypatch.setattr(memory, "device_memory", lambda device: many.total_bytes + many.worker_bytes - 1)
+    with pytest.raises(ValueError, match=r"more than the .* GiB of cpu: lower .*, or num_workers$"):
+        check_fits(demo.replace(num_workers=2), torch.device("cpu"))
+    # On a GPU they live on the host: a host too small for them is named, with the fix.
+    sizes = {"cuda": 80 * memory.GIB, "cpu": memory.WORKER_BYTES}
+    monkeypatch.setattr(memory, "device_memory", lambda device: sizes[device.type])
+    with pytest.raises(ValueError, match=r"^2 data-loader workers need .* GiB, more than the host's .*: lower num_workers$"):
+        check_fits(demo.replace(num_workers=2), torch.device("cuda"))
+    assert check_fits(demo, torch.device("cuda")).workers == 0
+
+
 def test_the_estimate_needs_no_memory_for_huge_modules():
     config = get_config("shapes", "smoke", mixture_k=1_000_000)  # 4 billion parameters: 62 GiB to train
     start = time.time()

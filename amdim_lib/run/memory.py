@@ -6,7 +6,9 @@ the backward pass: the activations. Each parameter costs 16 bytes: its fp32 weig
 Adam's two moments. n_depth adds one identical unit to every block, so both parts grow linearly with
 it: they are measured at depth 1 and 2 and extrapolated, and a deep configuration is never built.
 
-`check_fits` refuses a configuration whose estimate exceeds the memory of the device it would run on.
+Data-loader workers are separate processes in the host's memory: each costs its own interpreter and the
+batches it prefetches. `check_fits` refuses a configuration whose estimate exceeds the memory of the device
+it would run on, or whose workers exceed the host's.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from pathlib import Path
 
 import torch
 
-from .build import build_encoder, build_mixture, build_model, objective
+from .build import build_encoder, build_mixture, build_model, objective, usable_cpus
 from .presets import Config
 from .probes import Probes
 
 BYTES_PER_PARAMETER = 16  # fp32 weight, gradient, Adam's first and second moments
 GIB = 2**30
+# A forked data-loader worker's own memory (proportional set size): about 200 MiB on Linux with PyTorch 2.x,
+# measured on the demo configuration (benchmarks/LOG.md, "Memory of a data-loader worker").
+WORKER_BYTES = 200 * 2**20
+PREFETCH_BATCHES = 2  # DataLoader's prefetch_factor: batches each worker holds ready
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,8 @@ class MemoryEstimate:
     parameters: int          # encoder, mixture head and online probes
     activation_bytes: int    # what one training step keeps for its backward pass
     batch: int               # images per view in that step
+    workers: int = 0         # data-loader worker processes (num_workers, at most the usable CPUs)
+    worker_bytes: int = 0    # their memory, on the host whatever the device
 
     @property
     def parameter_bytes(self) -> int:
@@ -40,9 +48,11 @@ class MemoryEstimate:
         return self.parameter_bytes + self.activation_bytes
 
     def text(self) -> str:
+        workers = (f"; and on the host, {self.workers} data-loader workers: {self.worker_bytes / GIB:.2f} GiB"
+                   if self.workers else "")
         return (f"at least {self.total_bytes / GIB:.2f} GiB ({self.parameters:,} parameters: "
                 f"{self.parameter_bytes / GIB:.2f} GiB with their gradients and Adam's state; activations of a "
-                f"batch of {self.batch}: {self.activation_bytes / GIB:.2f} GiB)")
+                f"batch of {self.batch}: {self.activation_bytes / GIB:.2f} GiB{workers})")
 
 
 def estimate_training_memory(config: Config, batch: int | None = None, n_classes: int = 10,
@@ -53,7 +63,10 @@ def estimate_training_memory(config: Config, batch: int | None = None, n_classes
     (p1, a1), (p2, a2) = (_measure(config.replace(n_depth=depth), batch, n_classes) for depth in (1, 2))
     extra = config.n_depth - 1
     activations = a1 + extra * (a2 - a1)
-    return MemoryEstimate(p1 + extra * (p2 - p1), activations // 2 if half_precision else activations, batch)
+    workers = min(config.num_workers, usable_cpus())  # as make_loader bounds them
+    view_pair_bytes = 2 * 3 * config.image_size ** 2 * 4  # two float32 views of one image
+    return MemoryEstimate(p1 + extra * (p2 - p1), activations // 2 if half_precision else activations, batch,
+                          workers, workers * (WORKER_BYTES + PREFETCH_BATCHES * batch * view_pair_bytes))
 
 
 def _measure(config: Config, batch: int, n_classes: int) -> tuple[int, int]:
@@ -114,7 +127,13 @@ def check_fits(config: Config, device: torch.device, batch: int | None = None, n
     device's memory (see `estimate_training_memory` for the arguments)."""
     estimate = estimate_training_memory(config, batch, n_classes, half_precision)
     capacity = device_memory(device)
-    if capacity is not None and estimate.total_bytes > capacity:
+    on_device = estimate.total_bytes + (estimate.worker_bytes if device.type == "cpu" else 0)
+    if capacity is not None and on_device > capacity:
+        fix = "lower batch_size, ndf, n_rkhs, n_depth or mixture_k" + (", or num_workers" if estimate.workers else "")
         raise ValueError(f"training this configuration needs {estimate.text()}, more than the {capacity / GIB:.1f} GiB "
-                         f"of {device}: lower batch_size, ndf, n_rkhs, n_depth or mixture_k")
+                         f"of {device}: {fix}")
+    host = device_memory(torch.device("cpu")) if device.type != "cpu" else None
+    if host is not None and estimate.worker_bytes > host:
+        raise ValueError(f"{estimate.workers} data-loader workers need {estimate.worker_bytes / GIB:.1f} GiB, more than "
+                         f"the host's {host / GIB:.1f} GiB: lower num_workers")
     return estimate
