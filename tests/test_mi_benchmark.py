@@ -110,3 +110,17 @@ def test_moving_average_and_phase_statistics():
     table = mi_benchmark.bias_std_table(rows)
     assert "| A | +0.50 / 0.71 |" in table
     assert mi_benchmark.statistics_table(rows, "std").count("\n") == 2
+
+
+def test_the_controls_figure_shows_every_curve_whole():
+    from amdim_lib.ui import bound_plots
+    true_mi = mi_benchmark.mi_staircase((2.0, 10.0), 20)
+    strayed = np.concatenate([np.full(20, 1.5), np.linspace(0.0, -40.0, 20)])  # an NWJ critic far below zero
+    estimates = {"NWJ": strayed, "NWJ + AMDIM controls": np.full(40, 3.0), "InfoNCE": np.full(40, 3.5),
+                 "InfoNCE + AMDIM controls": np.full(40, 3.4)}
+    result = mi_benchmark.StaircaseResult(estimates, true_mi, (2.0, 10.0), 20, 64, 0.0,
+                                          score_rms={label: np.ones(40) for label in estimates})
+    fig = bound_plots.plot_controls(result, [("InfoNCE", "InfoNCE + AMDIM controls"), ("NWJ", "NWJ + AMDIM controls")],
+                                    window=2)
+    low, high = fig.axes[0].get_ylim()
+    assert low < mi_benchmark.moving_average(strayed, 2).min() and high > 10.0

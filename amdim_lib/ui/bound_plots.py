@@ -169,13 +169,19 @@ def plot_controls(result: StaircaseResult, pairs: Sequence[tuple[str, str]], cli
     fig, (ax_est, ax_scale) = plt.subplots(1, 2, figsize=(14, 4.5))
     ax_est.plot(steps, result.true_mi, color="black", lw=1.5, label="true MI")
     ax_est.axhline(result.log_k, color="gray", ls="--", lw=1.2, label=f"log K = {result.log_k:.2f}")
+    shown = [np.asarray(result.true_mi, dtype=float)]
     for index, (plain, controlled) in enumerate(pairs):
         color = f"C{index}"
         for label, style in ((plain, "-"), (controlled, "--")):
-            ax_est.plot(steps, moving_average(result.estimates[label], window), style, color=color, lw=1.8, label=label)
+            shown.append(moving_average(result.estimates[label], window))
+            ax_est.plot(steps, shown[-1], style, color=color, lw=1.8, label=label)
             ax_scale.plot(steps, result.score_rms[label], style, color=color, lw=1.5, label=label)
     ax_scale.axhline(clip, color="gray", ls=":", label=f"tanh clip c = {clip:g}")
-    ax_est.set(xlabel="training step", ylabel="MI estimate (nats), moving average", ylim=(-1, 11),
+    # Every curve whole, however far a critic strays: the axis follows the data, with the MI range as its floor.
+    finite = np.concatenate([curve[np.isfinite(curve)] for curve in shown])
+    low, high = min(-1.0, finite.min()), max(float(np.max(result.true_mi)) + 1, finite.max())
+    ax_est.set(xlabel="training step", ylabel="MI estimate (nats), moving average",
+               ylim=(low - 0.05 * (high - low), high + 0.05 * (high - low)),
                title="Estimates with and without AMDIM's controls")
     ax_scale.set(xlabel="training step", ylabel="RMS of the raw scores", yscale="log",
                  title="Scale of the raw critic scores")
