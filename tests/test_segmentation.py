@@ -232,3 +232,18 @@ def test_decode_upload_accepts_both_ipywidgets_formats():
     new = decode_upload(({"name": "a.png", "content": memoryview(_png_bytes((0, 0, 255)))},))
     old = decode_upload({"b.png": {"metadata": {"name": "b.png"}, "content": _png_bytes((0, 255, 0))}})
     assert list(new) == ["a.png"] and list(old) == ["b.png"] and new["a.png"].mode == "RGB"
+
+
+def test_the_photograph_grid_titles_do_not_run_into_each_other():
+    from amdim_lib.ui import segmentation_plots
+    photographs = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry"]
+    from_a_folder = [f"{c}/{c}_s_00{i:04d}" for i, c in enumerate(["automobile", "airplane", "truck", "horse"] * 2)]
+    for names in (photographs, from_a_folder):  # cifar_dir's images are titled "class/file"
+        images = [np.zeros((32, 32, 3)) for _ in names]
+        labels = np.zeros((len(names), 32, 32), dtype=int)
+        fig = segmentation_plots.plot_assignment_maps(images, {"7×7 grid": labels}, 4, titles=names)
+        renderer = fig.canvas.get_renderer()
+        boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes[:len(names)]]
+        for left, right in zip(boxes, boxes[1:]):
+            assert left.x1 < right.x0, (names, left, right)
+        assert fig.axes[1].title.get_text().startswith(names[1].split("/")[0].replace("_", " "))

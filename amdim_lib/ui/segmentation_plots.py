@@ -4,6 +4,7 @@ method, the k ablation, and how tau and alpha shape the assignments."""
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -31,6 +32,15 @@ def _bare(ax):
     ax.set_yticks([])
 
 
+def _column_title(name, width: int = 13, fontsize: float = 9.0) -> tuple[str, float]:
+    """A column's title wrapped to the column (about `width` characters a line), its font shrunk where one word is
+    longer: neighbouring titles must not run into each other."""
+    parts = str(name).replace("_", " ").split("/")  # a folder image's "class/file" breaks after its class
+    text = "/\n".join(textwrap.fill(part, width, break_long_words=False) for part in parts)
+    longest = max(len(line) for line in text.splitlines())
+    return text, fontsize * min(1.0, width / longest)
+
+
 def plot_assignment_maps(images: Sequence[np.ndarray], rows: Mapping[str, np.ndarray], k: int, titles=None,
                          masks: Sequence[np.ndarray] | None = None, opacity: float = 0.65, title: str | None = None):
     """A grid: first row the images, then one row per entry of `rows` (name -> labels (B, H, W)) as
@@ -43,7 +53,8 @@ def plot_assignment_maps(images: Sequence[np.ndarray], rows: Mapping[str, np.nda
     for c in range(n):
         axes[0, c].imshow(images[c], interpolation="nearest")
         if titles is not None:
-            axes[0, c].set_title(str(titles[c]), fontsize=9)
+            text, size = _column_title(titles[c])
+            axes[0, c].set_title(text, fontsize=size)
         for r, (name, labels) in enumerate(rows.items(), 1):
             axes[r, c].imshow(overlay(images[c], labels[c], k, opacity), interpolation="nearest")
             if masks is not None:
