@@ -70,7 +70,9 @@ def test_notation_table_names_each_quantity_once():
     for symbol in ("$\\tau$", "$t$", "$w$", "$\\kappa$", "$q$", "$s$"):
         assert symbol in symbols, f"the notation table needs a row for {symbol}"
     assert "$f_1$" not in notation and "also written" not in notation, "one symbol per thing: no aliases"
-    assert "$(B-1)L$" in _markdown("## Glossary")
+    # Exercise 1 asks for the count of negatives: no cell above it may state it.
+    above = _markdown("## Glossary") + notation
+    assert "(B-1)L" not in above.replace(" ", "") and "479" not in above
 
 
 def test_references_link_every_paper():
@@ -128,6 +130,24 @@ def test_each_typical_wrong_answer_is_rejected_with_a_hint_naming_the_slip():
              ("negatives", 479 * 49, dict(batch_size=480, target="r7"))]
     for name, answer, setting in right:
         assert exercises.verdict(name, answer, **setting)[0], name
+
+
+def test_a_prediction_is_settled_by_the_run_and_a_wrong_one_names_what_the_run_showed():
+    measured = {"1t5": 0.03, "1t7": 0.06, "5t5": 1.25}  # nats each task's loss fell, as 03 measures them
+    assert exercises.expected("fastest_task", measured=measured) == "5t5"
+    for spelling in ("5t5", "5->5", "5→5", " 5T5 "):
+        assert exercises.verdict("fastest_task", spelling, measured=measured)[0], spelling
+    is_right, message = exercises.verdict("fastest_task", "1t7", measured=measured)
+    assert not is_right and "this run shows '5t5', not '1t7'" in message and "1t7 0.06 nats" in message
+    assert "not one of the options" in exercises.verdict("fastest_task", "1t9", measured=measured)[1]
+    assert "no answer yet" in exercises.verdict("fastest_task", None, measured=measured)[1]
+    # The smallest wins where the question asks for the weakest; a failed (NaN) measurement is never the answer.
+    means = {"full": 0.46, "single_scale": 0.32, "dim_baseline": 0.25}
+    assert exercises.expected("weakest_variant", measured=means) == "dim_baseline"
+    assert exercises.expected("highest_bound", measured={"InfoNCE": 4.1, "NWJ": float("nan"), "MINE": 3.0}) == "InfoNCE"
+    assert exercises.verdict("best_components", 4, measured={2: 0.40, 4: 0.52, 8: 0.49})[0]
+    with pytest.raises(ValueError, match="finite measurements"):
+        exercises.expected("highest_bound", measured={"NWJ": float("nan")})
 
 
 def test_check_prints_one_verdict_and_never_raises_on_a_wrong_answer(capsys):
@@ -251,6 +271,7 @@ def test_report_leaves_out_parameters_and_scaffolding_and_folds_solutions(report
     assert "injected-parameters" not in page and "PARAMETER_DEFAULT_DIR" not in page
     assert "../runs/demo/00_overview" not in page  # 00's parameters cell
     assert "SCAFFOLDING_MARKER" not in page and "json.dump(metrics" not in page
+    assert "check_notebook_parameters" not in page, "the parameter check is scaffolding"
     assert not re.search(r"(In|Out)(&nbsp;|\s)\[\d+\]:", page)  # no execution counts (they jump past hidden cells)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from amdim_lib.analysis.sweep import sweep_scale
 from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
-from notebook_outputs import stderr_of
+from notebook_outputs import check_exercise_verdicts, stderr_of
 
 NOTEBOOK = NOTEBOOKS_DIR / "06_ablations.ipynb"
 SMOKE_VARIANTS = set(sweep_scale("smoke")["variants"])
@@ -57,6 +57,7 @@ def test_ablation_notebook_runs_the_sweep_and_reports(tmp_path):
     # The verdict is rendered from this run's comparisons, whatever they are.
     assert f"{len(metrics['significant'])} of {len(metrics['comparisons'])} comparisons exceed their spread" in shown
     assert stderr_of(tmp_path / "06_ablations.ipynb") == [], "no warnings or stray output on stderr"
+    assert check_exercise_verdicts(tmp_path / "06_ablations.ipynb") == 4
 
     again = run_notebook(NOTEBOOK, tmp_path, preset="smoke")
     assert again["steps_trained_now"] == 0 and again["trained_now"] == 0, "finished runs are loaded, not retrained"

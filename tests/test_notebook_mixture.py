@@ -10,6 +10,7 @@ from PIL import Image
 
 from amdim_lib.analysis import segmentation
 from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
+from notebook_outputs import check_exercise_verdicts
 
 OFFICIAL_128PX = Path(__file__).parent / "data" / "official" / "official-128px-bn.pth"
 NOTEBOOK = NOTEBOOKS_DIR / "07_mixture_segmentation.ipynb"
@@ -49,6 +50,7 @@ def test_an_official_checkpoint_is_segmented_too(executed):
 
 def test_segmentation_numbers(executed):
     out, m = executed
+    assert check_exercise_verdicts(out / NOTEBOOK.name) == 4
     assert m["preset"] == "smoke" and m["k"] == 4 and m["grid"] == 7 * m["shifts"]
     assert set(m["iou"]) == {"mixture", "kmeans_random", "centre_blob", "kmeans_trained"}
     assert set(m["iou_7x7"]) == {"mixture", "kmeans_random", "centre_blob"}

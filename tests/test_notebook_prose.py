@@ -88,6 +88,12 @@ def test_scaffolding_is_tagged_and_runs_share_one_folder(path):
     untagged = [i for i, c in enumerate(cells) if c.cell_type == "code" and "metrics.json" in c.source
                 and "json.dump" in c.source and "scaffolding" not in c.metadata.get("tags", [])]
     assert not untagged, f"{path.name}: the metrics-writing cells {untagged} must be tagged 'scaffolding'"
+    # The reader sees the method, not the bookkeeping: parameter checks and metrics assembly live in hidden cells.
+    for i, c in enumerate(cells):
+        bookkeeping = "check_notebook_parameters(" in c.source or re.search(r"^metrics\[[^\]]+\] = ", c.source, re.M)
+        if c.cell_type == "code" and bookkeeping:
+            assert "scaffolding" in c.metadata.get("tags", []), f"{path.name}: cell {i} is bookkeeping; tag it 'scaffolding'"
+            assert c.metadata.get("jupyter", {}).get("source_hidden") is True, f"{path.name}: collapse cell {i}"
     (parameters,) = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     assert f'output_dir = "../runs/demo/{path.stem}"' in parameters.source, \
         f"{path.name}: make lab reuses what make demo wrote: output_dir defaults to ../runs/demo/{path.stem}"

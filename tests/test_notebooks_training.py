@@ -9,7 +9,7 @@ import pytest
 
 from amdim_lib.run.presets import get_config, workbook_sizes
 from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
-from notebook_outputs import stderr_of
+from notebook_outputs import check_exercise_verdicts, stderr_of
 
 TRAINING = NOTEBOOKS_DIR / "04_training.ipynb"
 EVALUATION = NOTEBOOKS_DIR / "05_evaluation.ipynb"
@@ -56,6 +56,7 @@ def test_training_notebook_trains_and_reports(training_run):
                  "04_training.ipynb"):
         assert (out / name).is_file(), name
     assert stderr_of(out / "04_training.ipynb") == [], "no warnings or stray output on stderr"
+    assert check_exercise_verdicts(out / "04_training.ipynb") == 4
 
 
 def test_evaluation_notebook_on_the_training_run(training_run, tmp_path):
@@ -94,6 +95,7 @@ def test_evaluation_notebook_on_the_training_run(training_run, tmp_path):
     for name in ("probes.png", "label_efficiency.png", "tsne.png", "supervised.pt"):
         assert (tmp_path / name).is_file(), name
     assert stderr_of(tmp_path / "05_evaluation.ipynb") == [], "no warnings or stray output on stderr"
+    assert check_exercise_verdicts(tmp_path / "05_evaluation.ipynb") == 4
 
 
 def test_training_notebook_loads_a_finished_run(training_run):

@@ -8,7 +8,7 @@ import pytest
 from amdim_lib.ui import exercises
 from amdim_lib.run.presets import MODEL_SIZES
 from amdim_lib.ui.workbook import NOTEBOOKS_DIR, run_notebook
-from notebook_outputs import stderr_of
+from notebook_outputs import check_exercise_verdicts, stderr_of
 
 VIEWS = NOTEBOOKS_DIR / "01_views.ipynb"
 OBJECTIVE = NOTEBOOKS_DIR / "03_amdim_objective.ipynb"
@@ -45,8 +45,8 @@ def test_views_notebook_smoke(tmp_path):
     assert all(m["r1_covers_image"].values()) and len(m["r1_covers_image"]) == 3
     # The exercises' answers are the fields the notebook reports.
     assert rf["64"]["r5"]["size"] == exercises.expected("receptive_field", image_size=64, feature="r5")
-    assert rf["64"]["r7"]["size"] - rf["64"]["r7"]["jump"] == exercises.expected("field_overlap", image_size=64,
-                                                                                  feature="r7")
+    shares = {p: d[p]["crop"] / d[p]["full"] for p, d in [(p, m["mean_view_difference"]) for p in ("cifar", "imagenet")]}
+    assert exercises.expected("geometry_share", measured=shares) == max(shares, key=shares.get)
     assert all(m["r7_gradient_matches_box"].values()) and len(m["r7_gradient_matches_box"]) == 3
     # The inspector was driven from code: policy stl10 (64 px views), resampled once from seed 0.
     assert m["inspector"]["policy"] == "stl10" and m["inspector"]["seed"] == 1
@@ -55,6 +55,7 @@ def test_views_notebook_smoke(tmp_path):
                 "augmentations_cifar", "view_difference", "receptive_fields", "inspector"}
     assert {f"{name}.png" for name in expected} <= _pngs(tmp_path)
     assert not stderr_of(tmp_path / VIEWS.name), "the notebook printed warnings"
+    assert check_exercise_verdicts(tmp_path / VIEWS.name) == 4
 
 
 def test_objective_notebook_smoke(tmp_path):
@@ -85,3 +86,4 @@ def test_objective_notebook_smoke(tmp_path):
     assert {f"{name}.png" for name in expected} <= _pngs(tmp_path)
     assert (tmp_path / "short_training" / "metrics.jsonl").exists()
     assert not stderr_of(tmp_path / OBJECTIVE.name), "the notebook printed warnings"
+    assert check_exercise_verdicts(tmp_path / OBJECTIVE.name) == 4

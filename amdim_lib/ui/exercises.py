@@ -1,11 +1,15 @@
 """The workbook's numeric exercises: each expected answer is computed by the library itself, and
 `check` compares a reader's number with it.
 
-A wrong answer is part of learning, not an error: `check` prints a one-line verdict (`verdict` also
-says whether the answer was right), and neither raises for a wrong, missing or non-numeric answer.
+Two kinds: an `Exercise` asks for a number; a `Prediction` asks the reader to name, before a run, which of a few
+options the run will put first (largest or smallest), and is settled by that run's measurements.
 
-    from amdim_lib import exercises
+A wrong answer is part of learning, not an error: `check` prints a one-line verdict (`verdict` also
+says whether the answer was right), and neither raises for a wrong, missing or malformed answer.
+
+    from amdim_lib.ui import exercises
     exercises.check("negatives", 23471, batch_size=480, target="r7")
+    exercises.check("highest_bound", "nwj", measured={"infonce": 4.1, "nwj": 3.2, "mine": 2.9})
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ from ..core.geometry import receptive_fields
 from ..core.mixture import mixture_objective
 from ..core.objectives import nce_loss, nce_scores, tanh_clip
 from ..run.probes import Probes
-from ..analysis.sweep import resolve_variants, sweep_table
-from ..run.build import lr_factor
+from ..analysis.sweep import resolve_variants
 
 
 def negatives_per_positive(batch_size: int, target: str = "r7", image_size: int = 32) -> int:
@@ -67,21 +70,60 @@ EXERCISES = {
 }
 
 
-def expected(name: str, **setting) -> float:
-    """The library's answer to exercise `name` in the given setting (e.g. batch_size=480)."""
+@dataclass(frozen=True)
+class Prediction:
+    """A prediction a run settles: of the options in `measured` ({option: this run's number}), which comes out
+    largest (`pick=max`) or smallest (`pick=min`). The reader names one option before the run; the solution
+    explains what the run showed."""
+
+    pick: Callable = max
+    unit: str = ""  # how the measured numbers read in the verdict, e.g. " nats"
+
+    def answer(self, measured: dict) -> str:
+        finite = {option: value for option, value in measured.items() if math.isfinite(value)}
+        if not finite:
+            raise ValueError(f"a prediction needs this run's finite measurements, {{option: number}}; got {measured!r}")
+        return self.pick(finite, key=finite.get)
+
+
+def _option_key(option) -> str:
+    """How an option is matched: case, spaces, underscores and the arrow's spelling ('5->5', '5→5', '5t5') ignored."""
+    text = str(option).lower().replace("→", "t").replace("->", "t")
+    return "".join(ch for ch in text if ch not in " _-")
+
+
+def expected(name: str, **setting):
+    """The library's answer to exercise `name` in the given setting (e.g. batch_size=480): a number, or for a
+    prediction the option this run's `measured` numbers put first."""
     if name not in EXERCISES:
         raise ValueError(f"unknown exercise {name!r}; the exercises are {sorted(EXERCISES)}")
     return EXERCISES[name].answer(**setting)
 
 
+def _prediction_verdict(name: str, answer, measured: dict) -> tuple[bool, str]:
+    target = EXERCISES[name].answer(measured)
+    options = {_option_key(option): option for option in measured}
+    chosen = options.get(_option_key(answer)) if isinstance(answer, (str, int, float)) else None
+    if chosen is None:
+        return False, f"{name}: {answer!r} is not one of the options {list(measured)}; name one of them"
+    unit = EXERCISES[name].unit
+    shown = ", ".join(f"{option} {measured[option]:.3g}{unit}" for option in measured)
+    if chosen == target:
+        return True, f"{name}: {chosen!r} is right; this run measured {shown}"
+    return False, f"{name}: this run shows {target!r}, not {chosen!r} ({shown}); the solution explains why"
+
+
 def verdict(name: str, answer, **setting) -> tuple[bool, str]:
     """(whether `answer` is the answer to exercise `name` in `setting`, a one-line verdict for the reader).
 
-    `None` or `...` means "not answered yet"; anything that is not a number is reported, not raised.
+    `None` or `...` means "not answered yet"; anything that is not a number (or, for a prediction, not one of
+    its options) is reported, not raised.
     """
     target = expected(name, **setting)
     if answer is None or answer is Ellipsis:
-        return False, f"{name}: no answer yet; put your number in place of None and run the cell again"
+        return False, f"{name}: no answer yet; put your answer in place of None and run the cell again"
+    if isinstance(EXERCISES[name], Prediction):
+        return _prediction_verdict(name, answer, setting["measured"])
     try:
         value = float(answer)
     except (TypeError, ValueError):
@@ -109,14 +151,9 @@ def receptive_field(image_size: int, feature: str) -> int:
     return receptive_fields(image_size)[feature].size
 
 
-def field_overlap(image_size: int, feature: str) -> int:
-    """Pixels, along one axis, that the fields of two neighbouring locations of `feature` share."""
-    field = receptive_fields(image_size)[feature]
-    return max(0, field.size - field.jump)
-
-
 EXERCISES["receptive_field"] = Exercise(receptive_field, tolerance=0.5)
-EXERCISES["field_overlap"] = Exercise(field_overlap, tolerance=0.5)
+# Which policy's paired views owe the larger share of their difference to geometry alone (level crop / full)?
+EXERCISES["geometry_share"] = Prediction(max)
 
 
 # ---- notebook 02
@@ -126,19 +163,10 @@ def infonce_ceiling(batch_size: int) -> float:
     return float(nce_mi_lower_bound(0.0, nce_candidates(batch_size, 1)))
 
 
-def batch_for_ceiling(nats: float, locations: int = 49) -> int:
-    """The smallest batch B whose NCE ceiling log((B - 1) L + 1) reaches `nats` in a 1->target task with L locations."""
-    batch = max(2, math.ceil((math.exp(nats) - 1) / locations) + 1)
-    while batch > 2 and math.log(nce_candidates(batch - 1, locations)) >= nats:
-        batch -= 1
-    while math.log(nce_candidates(batch, locations)) < nats:
-        batch += 1
-    return batch
-
-
 EXERCISES["infonce_ceiling"] = Exercise(infonce_ceiling, tolerance=0.01, mistakes=lambda batch_size: {
     "the positive is one of the K candidates: the ceiling is log K, not log(K - 1)": math.log(batch_size - 1)})
-EXERCISES["batch_for_ceiling"] = Exercise(batch_for_ceiling, tolerance=0.5)
+# Which learned critic's bound reads highest at the staircase's top level, far above log K?
+EXERCISES["highest_bound"] = Prediction(max, unit=" nats")
 
 
 # ---- notebook 06
@@ -152,15 +180,9 @@ def sweep_trained_runs(variants, n_seeds: int) -> int:
     return sum(variant.method != "random" for variant in chosen.values()) * n_seeds
 
 
-def seed_spread(first: float, second: float) -> float:
-    """The sweep's seed-to-seed spread (sample standard deviation) of one variant measured at two seeds."""
-    records = [{"variant": "v", "seed": seed, "linear": value, "knn": value}
-               for seed, value in enumerate((float(first), float(second)))]
-    return sweep_table(records)[0]["linear_std"]
-
-
 EXERCISES["sweep_runs"] = Exercise(sweep_trained_runs, tolerance=0.5)
-EXERCISES["seed_spread"] = Exercise(seed_spread, tolerance=0.002)
+# Which trained variant scores lowest (mean linear-probe accuracy over the seeds)?
+EXERCISES["weakest_variant"] = Prediction(min)
 
 
 # ---- notebook 07
@@ -173,18 +195,12 @@ def mixture_score_gradient(scores, tau: float, alpha: float, component: int = 0)
     return float(s.grad[0, component, 0])
 
 
-def uniform_entropy(k: int) -> float:
-    """H(q) in nats at a location that every one of the k components scores equally."""
-    if k < 1:
-        raise ValueError(f"a mixture needs at least one component, got k={k}")
-    return float(mixture_objective(torch.zeros(1, k, 1, dtype=torch.float64))["entropy"])
-
-
 EXERCISES["mixture_gradient"] = Exercise(mixture_score_gradient, tolerance=0.01)
-EXERCISES["uniform_entropy"] = Exercise(uniform_entropy, tolerance=0.01)
+# Which number of components k gives the mixture's segments the best IoU with the shapes' masks?
+EXERCISES["best_components"] = Prediction(max)
 
 
-# ---- notebook 03-05
+# ---- notebooks 03-05
 
 def nce_row_loss(src: torch.Tensor, trg: torch.Tensor, row: int = 0, tclip: float | None = 20.0) -> float:
     """The NCE loss of one source row (its mean over the row's L positives): the library's nce_loss
@@ -201,11 +217,6 @@ def chance_loss(batch_size: int, target: str = "r7", image_size: int = 32) -> fl
     return float(nce_loss(torch.zeros(batch_size, 1), torch.zeros(batch_size, 1, locations), tclip=None)[0])
 
 
-def warmup_factor(step: int, warmup_steps: int, milestone_steps: tuple[int, ...] = (), gamma: float = 0.2) -> float:
-    """The training schedule's factor on the base learning rate at update `step` (counted from 0)."""
-    return lr_factor(step, warmup_steps, list(milestone_steps), gamma)
-
-
 def linear_probe_parameters(n_features: int, n_classes: int) -> int:
     """Weights and biases of the online linear probe on `n_features` inputs for `n_classes` classes."""
     return sum(p.numel() for p in Probes(n_features, n_classes, hidden=1).linear.parameters())
@@ -218,6 +229,11 @@ EXERCISES.update({
     "chance_loss": Exercise(chance_loss, tolerance=0.01, mistakes=lambda batch_size, target="r7", image_size=32: {
         "the positive is a candidate too: log(1 + negatives), not log(negatives)":
             math.log(negatives_per_positive(batch_size, target, image_size))}),
-    "warmup_factor": Exercise(warmup_factor, tolerance=0.005),
     "linear_probe_parameters": Exercise(linear_probe_parameters, tolerance=0.5),
+    # 03: which task's loss falls most (nats) over the short training?
+    "fastest_task": Prediction(max, unit=" nats"),
+    # 04: in which half of the updates does the online linear probe gain more test accuracy?
+    "probe_gain_half": Prediction(max),
+    # 05: on which features does kNN fare best against the linear probe (kNN minus linear accuracy)?
+    "knn_favoured": Prediction(max),
 })

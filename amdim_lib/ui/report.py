@@ -151,6 +151,18 @@ def plot_online_probes(records: list[dict], n_classes: int | None = None, title:
     return fig
 
 
+def probe_gain_by_half(records: list[dict], total_steps: int, n_classes: int) -> dict[str, float]:
+    """Test accuracy the online linear probe gained in each half of the updates: {"first half": its accuracy at
+    the last evaluation by update total_steps / 2 minus chance, "second half": the final accuracy minus that}."""
+    evals = [e for e in split_records(records)[1] if "test_linear_acc" in e]
+    if not evals:
+        raise ValueError("no test evaluation of the online probe in these records: train at least one epoch")
+    chance = 1 / n_classes
+    halfway = [e["test_linear_acc"] for e in evals if e["step"] <= total_steps / 2]
+    at_half = halfway[-1] if halfway else chance
+    return {"first half": at_half - chance, "second half": evals[-1]["test_linear_acc"] - at_half}
+
+
 def training_metrics(records: list[dict], summary: dict, config, preset: str, device: str,
                      trained_now: bool, previous: dict | None = None) -> dict:
     """The headline numbers of a training run (04's metrics.json) from its log and `train`'s summary.
