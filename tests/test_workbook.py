@@ -41,6 +41,15 @@ def test_a_failing_notebook_names_its_cell_and_keeps_the_executed_copy(tmp_path)
     assert any(o.get("ename") == "ValueError" for c in executed.cells for o in c.get("outputs", []))
 
 
+def test_the_kernel_runs_quietly_over_local_sockets(tmp_path, capfd):
+    path = _notebook(tmp_path / "97_quiet.ipynb", [
+        "import json, os\nos.makedirs(output_dir, exist_ok=True)\n"
+        "json.dump({}, open(os.path.join(output_dir, 'metrics.json'), 'w'))"])
+    run_notebook(path, tmp_path / "out", preset="smoke")
+    captured = capfd.readouterr()
+    assert "WARNING" not in captured.err and "without encryption" not in captured.err, captured.err[-500:]
+
+
 def test_run_notebook_passes_declared_parameters_and_reads_metrics(tmp_path):
     path = _notebook(tmp_path / "98_ok.ipynb", [
         "import json, os\nos.makedirs(output_dir, exist_ok=True)\n"

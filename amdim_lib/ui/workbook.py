@@ -10,6 +10,7 @@ and folds those tagged `solution`.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def declared_parameters(path: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(path)))
 
 
+def _kernel_transport():
+    """The kernel talks to papermill over local sockets (IPC) where the system has them: nothing listens on
+    the network, and ipykernel has no reason to warn on every notebook that its TCP traffic is unencrypted."""
+    from traitlets.config import Config  # lazy: comes with papermill, only running a notebook needs it
+    return Config({"KernelManager": {"transport": "tcp" if sys.platform == "win32" else "ipc"}})
+
+
 def run_notebook(path: str | Path, output_dir: str | Path, preset: str = "demo", **parameters) -> dict:
     """Execute one notebook into `output_dir` and return its metrics.json.
 
@@ -49,7 +57,8 @@ def run_notebook(path: str | Path, output_dir: str | Path, preset: str = "demo",
     declared = declared_parameters(path)
     try:
         papermill.execute_notebook(str(path), str(executed), cwd=str(path.parent), progress_bar=False,
-                                   parameters={k: v for k, v in wanted.items() if k in declared})
+                                   parameters={k: v for k, v in wanted.items() if k in declared},
+                                   config=_kernel_transport())
     except PapermillExecutionError as error:
         raise NotebookError(f"{path.name} failed in cell [{error.exec_count}] ({error.ename}: {error.evalue}); "
                             f"the executed copy with the error is {executed}") from None
