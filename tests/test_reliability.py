@@ -2,6 +2,7 @@
 
 import errno
 import io
+import os
 import random
 import signal
 import subprocess
@@ -82,6 +83,30 @@ def test_a_signal_writes_a_final_checkpoint_and_exits_cleanly(tmp_path, sig):
     assert 1 <= state["step"] < 24
     logged = [r["step"] for r in read_metrics(tmp_path) if r["kind"] == "train"]
     assert logged[-1] == state["step"], "the checkpoint holds the last logged step"
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_the_run_and_its_loader_workers(tmp_path):
+    # A scheduler or a terminal signals the group: the workers leave the stop to the training process,
+    # which writes its checkpoint, says so in one line and takes its workers down with it.
+    proc = _cli(*SMOKE_RUN, "--set", "num_workers=2", "--set", "checkpoint_every=100", "--out", str(tmp_path),
+                start_new_session=True)
+    _wait_for(tmp_path / "metrics.jsonl", proc)
+    while not (tmp_path / "metrics.jsonl").read_text().strip():
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, (out, err)
+    assert "Traceback" not in err and "SIGTERM received" in out, (out, err)
+    assert 1 <= load_checkpoint(tmp_path / "checkpoint.pt")["step"] < 24
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # anything of the group still alive?
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a data-loader worker outlived the run")
 
 
 def _poisoned_objective(bad_step, term="1t7"):

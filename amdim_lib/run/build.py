@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -85,12 +86,20 @@ def loader_workers(requested: int) -> int:
     return min(requested, cpus)
 
 
+def leave_stopping_to_the_trainer(worker_id: int) -> None:
+    """In a data-loader worker: ignore Ctrl-C and SIGTERM. A terminal or a scheduler signals the whole process
+    group; the training process then stops after its step, writes its checkpoint and shuts its workers down,
+    where a worker dying first would end the run with a traceback instead."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def make_loader(dataset, config: Config, device: torch.device, batch_size: int, sampler=None):
     """A DataLoader with the run's workers (kept alive across epochs) and pinned memory on CUDA."""
     workers = loader_workers(config.num_workers)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=sampler is not None,
                                        num_workers=workers, persistent_workers=workers > 0,
-                                       pin_memory=device.type == "cuda",
+                                       pin_memory=device.type == "cuda", worker_init_fn=leave_stopping_to_the_trainer,
                                        generator=torch.Generator().manual_seed(config.seed))
 
 

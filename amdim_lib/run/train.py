@@ -220,15 +220,15 @@ def _all_ranks_finite(value: torch.Tensor, context: distributed.Context) -> bool
 
 
 class StopRequests:
-    """While active, SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT
-    interrupts at once). Outside the main thread signals cannot be caught, and this does nothing."""
+    """While active, SIGINT/SIGTERM ask the loop to stop after the current step (a second signal of either
+    kind interrupts at once). Outside the main thread signals cannot be caught, and this does nothing."""
 
     def __init__(self):
         self.requested: str | None = None
         self._previous = {}
 
     def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
+        if self.requested:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
 
