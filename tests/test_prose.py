@@ -81,3 +81,25 @@ def test_a_mixture_probe_near_chance_is_explained_as_a_hypothesis_with_its_contr
     near = prose.describe_mixture_probes(0.15, 0.1, 0.12, 16, 250)
     assert "A hypothesis this notebook does not test" in near and "A control would train" in near
     assert "keeps class information" in prose.describe_mixture_probes(0.6, 0.1, 0.12, 16, 250)
+
+
+def test_the_controls_sentence_says_which_way_each_bias_moved():
+    def critic(rms, bias):
+        return {"score_rms_mi10": rms, "bias": [0.0, bias], "std": [0.1, 0.2]}
+    controls = {"InfoNCE": critic(30.0, -5.9), "InfoNCE + AMDIM controls": critic(8.0, -6.3),
+                "NWJ": critic(12.0, -7.5), "NWJ + AMDIM controls": critic(6.0, -6.8)}
+    text = prose.describe_controls(controls, [2.0, 10.0], clip=20.0)
+    assert text.count("\n| ") == 4 and "| InfoNCE + AMDIM controls | 8.0 | -6.30 |" in text
+    assert "InfoNCE's bias at MI 10 goes from -5.90 to -6.30 nats (further from the truth)" in text
+    assert "NWJ's bias at MI 10 goes from -7.50 to -6.80 nats (closer to the truth)" in text
+
+
+def test_the_appendix_names_the_least_biased_estimator_and_those_that_fell_back():
+    rows = [{"estimator": label, "mi": mi, "mean": mean, "bias": mean - mi, "std": std}
+            for label, means, stds in (("InfoNCE", (1.8, 4.1), (0.2, 0.05)), ("MINE", (1.9, -0.1), (0.3, 2.0)),
+                                       ("SMILE", (1.7, 8.9), (0.4, 1.1)))
+            for mi, mean, std in zip((2.0, 10.0), means, stds)]
+    reading = prose.describe_all_estimators(rows, ["InfoNCE", "MINE", "SMILE"], [2.0, 10.0], math.log(64), 500, "demo")
+    assert reading["least_biased"] == "SMILE" and reading["fell_back"] == ["MINE"]
+    assert reading["above_log_k"] == ["SMILE"] and reading["above_infonce"] == ["SMILE"]
+    assert "Least biased at MI 10: SMILE (-1.10 nats)" in reading["text"] and "MINE (-0.10 nats)" in reading["text"]

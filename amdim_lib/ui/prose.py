@@ -3,7 +3,12 @@ so that the cell a reader sees is one call and the sentence is tested like any o
 
 from __future__ import annotations
 
-from .report import chance_losses, split_records
+import math
+
+import numpy as np
+
+from ..analysis.results import markdown_table
+from .report import chance_losses, compute_text, format_seconds, split_records
 
 
 def describe_schedule(config, milestone_steps: list[int]) -> str:
@@ -59,8 +64,8 @@ def describe_staircase(stats: list[dict], levels: list[float], log_k: float) -> 
             f"nats between MI {levels[0]:g} and {levels[-1]:g}, InfoNCE's from {infonce_std[0]:.2f} to "
             f"{infonce_std[-1]:.2f}. "
             + ("NWJ ends above InfoNCE: its missing cap shows." if nwj[-1] > infonce[-1] else
-               "NWJ still ends below InfoNCE: without a cap it could go higher, but at this preset its critic has not "
-               "learned enough, and its noise is large."))
+               "NWJ still ends below InfoNCE: without a cap it could go higher. A likely reason, not tested here: at "
+               "this preset its critic has not learned enough from a noisy training signal."))
 
 
 def describe_ablation_outcome(comparisons: list[dict], steps: int | None, n_seeds: int, n_test: int,
@@ -118,3 +123,153 @@ def describe_mixture_probes(best: float, chance: float, random_probe: float, ndf
                    "alone, and on Shapes colour carries no class (only the outline does). A control would train the "
                    "same encoder without the mixture head, and with colour jitter. Notebook 04's colour-jittered run "
                    "is the one to probe.")
+
+
+# ----------------------------------------------------------------------------- notebook 02 and appendix A1
+
+def describe_true_critic(infonce: np.ndarray, nwj: np.ndarray, levels, log_k: float, reference, nwj_exact_std) -> str:
+    """InfoNCE and NWJ at the true critic ((levels, batches) estimates): InfoNCE's ceiling and its agreement
+    with the reference expectation, NWJ's unbiased mean and growing spread."""
+    n = infonce.shape[1]
+    z_infonce = np.abs(infonce.mean(1) - np.asarray(reference)) / (infonce.std(1, ddof=1) / math.sqrt(n))
+    z_nwj = np.abs(nwj.mean(1) - np.asarray(levels)) / (np.asarray(nwj_exact_std) / math.sqrt(n))
+    nwj_std = nwj.std(1, ddof=1)
+    return (f"**InfoNCE** reports {infonce[0].mean():.2f} nats at MI {levels[0]:g}, {infonce[2].mean():.2f} at "
+            f"{levels[2]:g} and {infonce[-1].mean():.2f} at {levels[-1]:g}: {log_k - infonce[-1].mean():.2f} under "
+            f"$\\log K$ = {log_k:.2f}. Its spread falls from {infonce[0].std(ddof=1):.3f} to "
+            f"{infonce[-1].std(ddof=1):.3f} nats, and its means lie within {z_infonce.max():.1f} standard errors of the "
+            f"reference.\n\n**NWJ**'s means lie within {z_nwj.max():.1f} (exact) standard errors of the true MI, while "
+            f"its standard deviation grows from {nwj_std[0]:.2f} to {nwj_std[-1]:.2f} nats.")
+
+
+def describe_clipping(clip_runs: dict, levels, clip: float = 20.0) -> str:
+    """What clipping the critic at `clip` did to NWJ and to InfoNCE at the true critic ({clip or None: runs})."""
+    plain, clipped = clip_runs[None], clip_runs[clip]
+    ratio = plain["nwj"].std(1, ddof=1)[-1] / clipped["nwj"].std(1, ddof=1)[-1]
+    shift = clipped["nwj"].mean(1)[-1] - plain["nwj"].mean(1)[-1]
+    infonce_shift = np.abs(clipped["infonce"].mean(1) - plain["infonce"].mean(1)).max()
+    return (f"At $c = {clip:g}$ and MI {levels[-1]:g}, NWJ's spread shrinks {ratio:.1f}-fold and its mean moves by "
+            f"{shift:+.2f} nats: the clip flattens the rare huge ratios that carry the variance. InfoNCE moves by at "
+            f"most {infonce_shift:.1e} nats at any level: its scores act only through a softmax and it is capped at "
+            "$\\log K$ anyway.")
+
+
+def describe_controls(controls: dict, levels, clip: float) -> str:
+    """A table of the critics trained with and without AMDIM's clip and penalty ({label: score_rms_mi10, bias,
+    std}), and what the controls changed for InfoNCE and for NWJ, as measured."""
+    table = markdown_table(["critic", f"RMS of raw scores at MI {levels[-1]:g}", f"bias at MI {levels[-1]:g}",
+                            f"std at MI {levels[0]:g}", f"std at MI {levels[-1]:g}"],
+                           [[label, f"{c['score_rms_mi10']:.1f}", f"{c['bias'][-1]:+.2f}", f"{c['std'][0]:.2f}",
+                             f"{c['std'][-1]:.2f}"] for label, c in controls.items()], align="lrrrr")
+    changes = []
+    for name in ("InfoNCE", "NWJ"):
+        plain, controlled = controls[name], controls[f"{name} + AMDIM controls"]
+        moved = abs(controlled["bias"][-1]) - abs(plain["bias"][-1])
+        changes.append(f"{name}'s bias at MI {levels[-1]:g} goes from {plain['bias'][-1]:+.2f} to "
+                       f"{controlled['bias'][-1]:+.2f} nats ({'further from' if moved > 0 else 'closer to'} the truth)")
+    return (table + f"\n\nWith the controls (clip at {clip:g}, logit penalty) the InfoNCE critic's raw scores have an "
+            f"RMS of {controls['InfoNCE + AMDIM controls']['score_rms_mi10']:.1f} at MI {levels[-1]:g}, against "
+            f"{controls['InfoNCE']['score_rms_mi10']:.1f} without. " + "; ".join(changes) + ".")
+
+
+def describe_all_estimators(stats: list[dict], labels, levels, log_k: float, steps_per_level: int, preset: str) -> dict:
+    """Appendix A1's reading of the eight estimators at the staircase's top: {"text": the Markdown, and the lists it
+    names: "above_log_k", "above_infonce", "least_biased", "fell_back"}."""
+    def at(label, key, index=-1):
+        return [r[key] for r in stats if r["estimator"] == label][index]
+
+    top, infonce = levels[-1], at("InfoNCE", "mean")
+    found = {"above_log_k": [label for label in labels if at(label, "mean") > log_k],
+             "above_infonce": [label for label in labels if label != "InfoNCE" and at(label, "mean") > infonce],
+             "least_biased": min(labels, key=lambda label: abs(at(label, "bias"))),
+             "fell_back": [label for label in labels if at(label, "mean") < at(label, "mean", 0)]}
+    spread_grows = [label for label in labels if at(label, "std") > at(label, "std", 0)]
+    text = (f"At MI {top:g} InfoNCE reports {infonce:.2f} nats, under $\\log K$ = {log_k:.2f}. "
+            f"Estimators whose mean passes $\\log K$ there: {', '.join(found['above_log_k']) or 'none'}; "
+            f"above InfoNCE: {', '.join(found['above_infonce']) or 'none'}. "
+            f"Spread larger at MI {top:g} than at MI {levels[0]:g}: {', '.join(spread_grows) or 'none'}. "
+            f"Least biased at MI {top:g}: {found['least_biased']} ({at(found['least_biased'], 'bias'):+.2f} nats). "
+            f"Reading less at MI {top:g} than at MI {levels[0]:g}: "
+            + (", ".join(f"{label} ({at(label, 'mean'):.2f} nats)" for label in found["fell_back"]) or "none") + "."
+            + ("" if preset == "paper" else f" With {steps_per_level} steps per level (the paper uses 4,000) the "
+               "critics lag behind the staircase; the `paper` preset runs the full experiment."))
+    return {"text": text, **found}
+
+
+# ----------------------------------------------------------------------------- notebooks 04 and 05
+
+def headline_table(metrics: dict, batch_size: int, device, n_classes: int) -> str:
+    """Notebook 04's headline numbers (`report.training_metrics`) as a two-column table."""
+    losses = ", ".join(f"{k} {v:.3f}" for k, v in metrics["final_losses"].items())
+    probes = ", ".join(f"{k.removeprefix('test_').removesuffix('_acc')} {100 * v:.1f} %"
+                       for k, v in metrics["online_probe_test"].items())
+    return markdown_table(["", ""], [
+        ["updates", f"{metrics['steps']} of {metrics['total_steps']} (batch {batch_size})"],
+        ["wall time", f"{format_seconds(metrics['seconds'])} ({metrics['seconds_source']}) on {device}"],
+        ["throughput", f"{metrics['images_per_s']} images/s (both views)"],
+        ["final losses", losses],
+        ["online probes, test split", f"{probes} (chance {100 / n_classes:.0f} %)"]])
+
+
+def describe_encoder_source(checkpoint, config, preset: str, trained_now: bool, run: dict, budget: int) -> str:
+    """Where notebook 05's encoder came from, its size and compute, and whether its run is unfinished."""
+    return (f"{'Trained now' if trained_now else 'Loaded'}: `{checkpoint}`: AMDIM on **{config.dataset}** "
+            f"({preset} preset), {config.image_size} px, ndf {config.ndf}, n_rkhs {config.n_rkhs}, "
+            f"n_depth {config.n_depth}; {compute_text(run, planned=budget)}."
+            + (" **The run is unfinished**: re-run notebook 04 to complete it." if run["steps"] and run["steps"] < budget
+               else ""))
+
+
+def describe_probes(results: dict, chance: float, supervised: dict) -> str:
+    """The linear probe's ordering of the feature sets ({name: {linear, mlp, knn}}) and the MLP's gain."""
+    linear = {name: r["linear"] for name, r in results.items()}
+
+    def compare(a, b):
+        return f"{a} {linear[a]:.1%} {'above' if linear[a] > linear[b] else 'not above'} {b} {linear[b]:.1%}"
+
+    return (f"Linear probe, in this run (chance {chance:.0%}): {compare('AMDIM (trained)', 'random init')}; "
+            f"{compare('random init', 'raw pixels')}; {compare('supervised', 'AMDIM (trained)')}, with "
+            f"{supervised['steps']:,} updates ({supervised['fraction']:.0%} of AMDIM's). MLP minus linear probe, in "
+            "points: " + ", ".join(f"{100 * (r['mlp'] - r['linear']):+.1f} on {name}" for name, r in results.items()) + ".")
+
+
+def describe_gathering(gathering: dict, class_names, knn: dict, chance: float) -> str:
+    """How far each t-SNE map gathers the classes ({name: {class: share of same-class neighbours}}), the classes
+    that gather most, and the kNN accuracy ({name: accuracy}) that reads the same neighbourhoods."""
+    share = {name: float(np.mean(list(shares.values()))) for name, shares in gathering.items()}
+    most = sorted(gathering["AMDIM (trained)"].items(), key=lambda item: -item[1])[:3]
+    accuracy = knn["AMDIM (trained)"]
+    return ("Share of each point's 10 nearest neighbours in the map that show its shape: "
+            f"{share['AMDIM (trained)']:.2f} on the left, {share['random init']:.2f} on the right "
+            f"(chance {chance:.2f}). The classes that gather most on the left: "
+            + ", ".join(f"{class_names[c]} ({s:.2f})" for c, s in most) + ".\n\n"
+            f"The kNN classifier, which like t-SNE uses only neighbourhoods, is right on {accuracy:.1%} of the test "
+            f"images with the trained features and {knn['random init']:.1%} with the random ones (chance {chance:.0%})"
+            + (": too close to chance for clusters to show." if accuracy < 2 * chance else "."))
+
+
+# ----------------------------------------------------------------------------- notebook 07 and appendix A2
+
+def mixture_closing_note(m: dict, preset: str, k: int, grid: int) -> str:
+    """Notebook 07's closing note from its metrics: the mixture's IoU beside its baselines, and each k."""
+    verdict = ("beats both baselines" if m["beats_baselines"] else
+               "does **not** beat both baselines at this scale (see the ablation and the notes below)")
+    over_k = ", ".join(f'k = {kk}: IoU {r["iou"]:.3f} (k-means {r["kmeans_iou"]:.3f}), linear probe '
+                       f'{100 * r["linear_probe"]:.1f}%' for kk, r in m["ablation"].items())
+    return (f"### Closing note ({preset} preset)\n\n"
+            f"After {m['steps']} updates on Shapes, the {k}-component mixture's best-matching segment reaches a mean "
+            f"IoU of **{m['iou']['mixture']:.3f}** with the object masks on the {grid}×{grid} grid "
+            f"({m['iou_7x7']['mixture']:.3f} on the 7×7 grid), against **{m['iou']['kmeans_random']:.3f}** for k-means "
+            f"on a random-init encoder's local features ({m['iou_7x7']['kmeans_random']:.3f} on 7×7) and "
+            f"**{m['iou']['centre_blob']:.3f}** for the centre blob, over {m['eval_images']} test images: the trained "
+            f"mixture {verdict}. Over k: {over_k} (random-init encoder: {100 * m['random_init_linear_probe']:.1f}%).")
+
+
+def describe_resumption(partial: dict, finished: dict, different: list[str], n_tensors: int, logged: list[int]) -> str:
+    """A stopped-and-resumed run against the uninterrupted one: tensors that differ, and whether the log
+    holds each update once."""
+    return (f"Stopped after {partial['steps']} of {partial['total_steps']} updates, resumed to {finished['steps']}. "
+            f"Tensors that differ from the uninterrupted run: **{len(different)}** of {n_tensors}"
+            + (f" ({', '.join(different[:3])})." if different else ": the weights are identical.")
+            + f" The log holds {'each update once' if logged == sorted(set(logged)) else 'repeated updates'}: "
+            f"{len(logged)} lines for {finished['steps']} updates.")
