@@ -203,17 +203,22 @@ def _junk(rng: random.Random):
 
 def _mutate(rng: random.Random, state: dict) -> dict:
     """A checkpoint of the right format with one random fault: a key missing, a value replaced by
-    junk, a tensor of the wrong shape, a broken configuration, or a random dict."""
-    fault = rng.choice(["drop", "junk", "shape", "config", "nested", "random"])
+    junk, a tensor of the wrong shape, dtype or size, a broken configuration, or a random dict."""
+    fault = rng.choice(["drop", "junk", "shape", "dtype", "oversize", "config", "nested", "random"])
     if fault == "random":
         return {f"k{i}": _junk(rng) for i in range(rng.randint(0, 4))}
     if fault in ("drop", "junk"):
         key = rng.choice(sorted(state))
         state.pop(key) if fault == "drop" else state.__setitem__(key, _junk(rng))
-    elif fault == "shape":
+    elif fault in ("shape", "dtype", "oversize"):
         part = state[rng.choice(["encoder", "probes"])]
         name = rng.choice(sorted(part))
-        part[name] = torch.zeros(*[d + rng.randint(1, 3) for d in part[name].shape] or [2])
+        tensor = part[name]
+        part[name] = {"shape": lambda: torch.zeros(*[d + rng.randint(1, 3) for d in tensor.shape] or [2]),
+                      "dtype": lambda: tensor.to(rng.choice([torch.float16, torch.float64, torch.int64, torch.bool,
+                                                             torch.complex64, torch.uint8])),
+                      # far more numbers than the configuration's weight holds: 4 MiB in place of a few bytes
+                      "oversize": lambda: torch.zeros(2**20)}[fault]()
     elif fault == "config":
         key = rng.choice(sorted(state["config"]))
         rng.choice([lambda: state["config"].pop(key), lambda: state["config"].update({key: _junk(rng)}),
@@ -243,7 +248,7 @@ def test_fuzz_checkpoints_through_eval_and_resume(trained, tmp_path, no_evaluati
     rng, start = random.Random(0), time.time()
     config = get_config("shapes", "smoke", **TINY)
     base = load_checkpoint(trained / "checkpoint.pt")
-    for trial in range(40):
+    for trial in range(60):
         state = _mutate(rng, {k: v for k, v in torch.load(trained / "checkpoint.pt", weights_only=True).items()
                               if k not in ("format", "version")})
         folder = tmp_path / f"case{trial}"

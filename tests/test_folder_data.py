@@ -152,8 +152,38 @@ CLASS_NAMES = ["cat", "dog", "fox", "wolf", "a b", "ünï", "_x", "1", ".ipynb_c
 SUFFIXES = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".txt", ""]
 
 
+MODES = ["1", "L", "P", "RGBA", "CMYK", "I;16", "I", "F"]
+
+
+def _image_in_mode(rng: random.Random, folder: Path, stem: str) -> None:
+    """A small image in one of PIL's modes, in a format that keeps that mode (TIFF for CMYK, I and F)."""
+    mode = rng.choice(MODES)
+    pixels = {"I;16": lambda: Image.fromarray(np.full((8, 8), rng.randrange(65536), np.uint16)),
+              "I": lambda: Image.fromarray(np.full((8, 8), rng.randrange(-2**31, 2**31), np.int32)),
+              "F": lambda: Image.fromarray(np.full((8, 8), rng.uniform(-1e3, 1e3), np.float32))}
+    image = pixels[mode]() if mode in pixels else Image.new(mode, (8, 8))
+    image.save(folder / (stem + (".tif" if mode in ("CMYK", "I", "F") else ".png")))
+
+
+def _random_link(rng: random.Random, folder: Path, stem: str) -> None:
+    """A link among the images: to a good image elsewhere, to nothing, to itself, or to a folder."""
+    target = rng.choice(["good", "dangling", "self", "folder"])
+    link = folder / (stem + ".png")
+    if target == "good":
+        (folder.parent / f"{stem}-target.png").write_bytes(_png(8, 7))
+        link.symlink_to(folder.parent / f"{stem}-target.png")
+    elif target == "dangling":
+        link.symlink_to(folder / "missing.png")
+    elif target == "self":
+        link.symlink_to(link)
+    else:
+        link.symlink_to(folder)
+
+
 def _random_file(rng: random.Random, folder: Path, number: int) -> None:
-    kind = rng.choice(["good"] * 6 + ["bytes", "bomb", "zero", "tall", "empty"])
+    kind = rng.choice(["good"] * 6 + ["bytes", "bomb", "zero", "tall", "empty", "mode", "mode", "link"])
+    if kind in ("mode", "link"):
+        return (_image_in_mode if kind == "mode" else _random_link)(rng, folder, f"f{number}")
     name = ("." if rng.random() < 0.15 else "") + f"f{number}" + rng.choice(SUFFIXES)
     content = {"good": lambda: _png(rng.choice([8, 32, 40]), rng.randrange(256)),
                "bytes": lambda: rng.randbytes(rng.randint(1, 200)),
@@ -205,8 +235,9 @@ def _check_split(root: Path, split: str, skip_bad: bool) -> None:
 
 
 def test_fuzz_folder_data_sets(tmp_path):
-    """Random trees of class folders with hidden entries, random bytes and extreme image headers:
-    every outcome is a data set with the right labels or one clear error, never a traceback."""
+    """Random trees of class folders with hidden entries, random bytes, extreme image headers, images in every
+    PIL mode and links (to images, to nothing, to themselves, to folders): every outcome is a data set with the
+    right labels or one clear error, never a traceback."""
     rng, start = random.Random(0), time.time()
     for trial in range(60):
         root = tmp_path / f"tree{trial}"
