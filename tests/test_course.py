@@ -177,7 +177,9 @@ def _synthetic_notebook(path):
         ("code", "from tqdm.auto import tqdm\nimport sys\nfor _ in tqdm(range(3), desc='steps'):\n    pass\n"
                  "for i in range(4):\n    print(f'\\rstage {i}/3', end='', file=sys.stderr)\nprint(file=sys.stderr)"),
         ("code", "import ipywidgets\nipywidgets.VBox([ipywidgets.Dropdown(options=['first', 'chosen'], value='chosen',"
-                 " description='policy')])"),
+                 " description='policy'), ipywidgets.Image(value=bytes.fromhex("
+                 "'89504e470d0a1a0a0000000d4948445200000001000000010806000000'"
+                 "'1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082'), format='png')])"),
         ("code", "from IPython.display import Markdown\nMarkdown('a computed $\\\\beta^2$')"),
         ("code", "import os\nprint('PATH_MARKER', os.path.abspath(os.path.join(output_dir, 'checkpoint.pt')))"),
         ("code", "print('SOLUTION_MARKER', 6 * 7)", "solution"),
@@ -239,6 +241,7 @@ def test_every_image_in_the_report_has_alt_text_from_its_caption(report):
     assert "Bars are means, whiskers one sd." in alts, "a caption below the figure is its alt text"
     assert "Figure in '1.2 A numbered part'" in alts, "without a caption below: the section it is in"
     assert "The run printed (formula) this." in alts, "a sentence the cell prints under its figure comes first"
+    assert "The picture the widget shows at the settings listed beside it" in alts, "an inspector's picture too"
 
 
 def test_report_opens_with_a_title_and_one_contents_entry_per_notebook(report):

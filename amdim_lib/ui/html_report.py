@@ -325,7 +325,8 @@ def _widget_html(model_id: str, state: dict) -> str:
         return label + str(values.get("value", ""))
     if name == "ImageModel":
         data = next((b["data"] for b in model.get("buffers", []) if b.get("path") == ["value"]), None)
-        return f'<img src="data:image/{values.get("format", "png")};base64,{data}"/>' if data else ""
+        alt = html.escape(values.get("description") or "The picture the widget shows at the settings listed beside it")
+        return f'<img alt="{alt}" src="data:image/{values.get("format", "png")};base64,{data}"/>' if data else ""
     if name in ("ButtonModel", "FileUploadModel"):
         return f"<button disabled>{html.escape(values.get('description', ''))}</button>"
     if "_options_labels" in values and isinstance(values.get("index"), int):
