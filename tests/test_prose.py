@@ -103,3 +103,11 @@ def test_the_appendix_names_the_least_biased_estimator_and_those_that_fell_back(
     assert reading["least_biased"] == "SMILE" and reading["fell_back"] == ["MINE"]
     assert reading["above_log_k"] == ["SMILE"] and reading["above_infonce"] == ["SMILE"]
     assert "Least biased at MI 10: SMILE (-1.10 nats)" in reading["text"] and "MINE (-0.10 nats)" in reading["text"]
+
+
+def test_the_short_training_sentence_says_by_how_much_each_task_moved():
+    before = {"1t5": 5.80, "1t7": 6.48, "5t5": 7.24, "loss": 19.78}
+    after = {"1t5": 5.58, "1t7": 6.50, "5t5": 5.55, "loss": 17.63}
+    text = prose.describe_short_training(before, after, ("1t5", "1t7", "5t5"), 0.06, 0.19)
+    assert "5t5 fell by 1.690 nats, the most" in text and "1t7 rose by 0.020 nats, the least" in text
+    assert "+0.06 to +0.19" in text

@@ -196,6 +196,22 @@ def describe_all_estimators(stats: list[dict], labels, levels, log_k: float, ste
     return {"text": text, **found}
 
 
+# ----------------------------------------------------------------------------- notebook 03
+
+def describe_short_training(before: dict, after: dict, tasks, gap_before: float, gap_after: float) -> str:
+    """How the held-out batch's loss moved over 03's short training: the total, the task that fell most and
+    the one that fell least (or rose), each by how many nats, and the positives' lead over the negatives."""
+    fell = {task: before[task] - after[task] for task in tasks}
+    most, least = max(fell, key=fell.get), min(fell, key=fell.get)
+
+    def moved(task):
+        return f"fell by {fell[task]:.3f} nats" if fell[task] >= 0 else f"rose by {-fell[task]:.3f} nats"
+
+    return (f"On the held-out batch the total loss went from {before['loss']:.3f} to {after['loss']:.3f}; {most} "
+            f"{moved(most)}, the most, and {least} {moved(least)}, the least. The positives' lead over the negatives "
+            f"went from {gap_before:+.2f} to {gap_after:+.2f}.")
+
+
 # ----------------------------------------------------------------------------- notebooks 04 and 05
 
 def headline_table(metrics: dict, batch_size: int, device, n_classes: int) -> str:
