@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from traitlets.config import Config
+
 from .html_report import write_report
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -37,7 +39,6 @@ def declared_parameters(path: Path) -> set[str]:
 def _kernel_transport():
     """The kernel talks to papermill over local sockets (IPC) where the system has them: nothing listens on
     the network, and ipykernel has no reason to warn on every notebook that its TCP traffic is unencrypted."""
-    from traitlets.config import Config  # lazy: comes with papermill, only running a notebook needs it
     return Config({"KernelManager": {"transport": "tcp" if sys.platform == "win32" else "ipc"}})
 
 
