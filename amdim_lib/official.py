@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .run.build import build_encoder, encoder_from_checkpoint
+from .run.build import build_encoder, encoder_from_checkpoint, encoder_holding
 from .run.checkpoints import check_archive, check_weights, load_failure
 from .run.checkpoints import FORMAT
 from .core.encoder import Encoder
@@ -120,17 +120,7 @@ def trained_on(hyperparams: dict) -> str:
 def official_encoder(state: dict, path: str | Path = "the checkpoint") -> tuple[Encoder, Config]:
     """(encoder in eval mode, Config) from a loaded official checkpoint."""
     config = official_config(state["hyperparams"], path)
-    with torch.device("meta"):  # shapes only: huge hyperparameters allocate nothing
-        shapes = build_encoder(config)
-    weights = encoder_weights(state["model"], shapes, path)
-    check_weights(path, weights, shapes.state_dict())
-    encoder = build_encoder(config)
-    try:
-        encoder.load_state_dict(weights)
-    except RuntimeError as error:  # shapes that disagree with the hyperparams
-        raise ValueError(f"{path}: the official weights do not fit an encoder with {state['hyperparams']}: "
-                         f"{str(error).strip().splitlines()[-1].strip()}") from None
-    return encoder.eval(), config
+    return encoder_holding(config, lambda shapes: encoder_weights(state["model"], shapes, path), path), config
 
 
 def encoder_weights(model_state: dict, encoder: Encoder, path: str | Path = "the checkpoint") -> dict:

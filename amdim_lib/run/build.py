@@ -50,18 +50,29 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[Encoder, Config]:
     state = load_checkpoint(path)
     try:
         config = Config.from_dict(state["config"])
-        with torch.device("meta"):  # shapes only: a crafted configuration allocates nothing
-            expected = build_encoder(config).state_dict()
         weights = dict(state["encoder"])
-    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise unusable_checkpoint(path, error) from None
-    check_weights(path, weights, expected)
+    return encoder_holding(config, lambda shapes: weights, path), config
+
+
+def encoder_holding(config: Config, weights_for, path: str | Path) -> Encoder:
+    """The configuration's encoder (eval mode) loaded with `weights_for(shapes)`, `shapes` being the encoder built
+    on the meta device: the weights are checked against it before any storage is allocated, so a file that claims
+    a huge encoder is refused by its shapes, and weights that do not fit are one ValueError naming `path`."""
+    try:
+        with torch.device("meta"):  # shapes only: a crafted configuration allocates nothing
+            shapes = build_encoder(config)
+    except (RuntimeError, ValueError) as error:
+        raise unusable_checkpoint(path, error) from None
+    weights = weights_for(shapes)
+    check_weights(path, weights, shapes.state_dict())
     encoder = build_encoder(config)
     try:
         encoder.load_state_dict(weights)
     except (TypeError, RuntimeError) as error:
         raise unusable_checkpoint(path, error) from None
-    return encoder.eval(), config
+    return encoder.eval()
 
 
 def build_encoder(config: Config) -> Encoder:
