@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) -m amdim_lib demo --out runs/demo
 
 # Training and evaluation (04, 05) on CIFAR-10 photographs at the demo preset: fetches CIFAR-10 (170 MB)
-# into data/cifar10/ where a network allows; about 11 minutes of training on 2 CPU cores (float32).
+# into data/cifar10/ where a network allows; about 10 minutes of training on 2 CPU cores (float32).
 demo-photos: $(STAMP)
 	$(PY) -m amdim_lib demo --dataset cifar10 --download $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 

@@ -232,11 +232,11 @@ _SMOKE = dict(image_size=32, **MODEL_SIZES["smoke"], train_size=256, test_size=1
 _DEMO = dict(image_size=32, **MODEL_SIZES["demo"], train_size=6000, test_size=2000,
              batch_size=64, epochs=11, lr=1e-3, warmup_steps=50, milestones=(9,), num_workers=0, log_every=10)
 # Photographs (CIFAR subsets, image folders): 10,000 training images, 156 updates an epoch. Photographs need
-# a longer run than Shapes to show what AMDIM learns: 17 epochs (2,652 updates) take about 11 minutes on a
-# 2-core CPU in float32 (0.25 s an update at AVX2 with the data pipeline, `bench`); the rate falls x0.2 for the
-# last 3. On a validation split of the training images lr 1e-3 beat 2e-3 (benchmarks/LOG.md, "Photograph recipe").
+# a longer run than Shapes to show what AMDIM learns: 15 epochs (2,340 updates) fit the 10 minutes a demo may
+# train on a 2-core CPU in float32 (0.25 s an update at AVX2 with the data pipeline, `bench`); the rate falls x0.2
+# for the last 3. Chosen on a validation split of the training images (benchmarks/LOG.md, "Photograph recipe").
 # Measured: amdim_lib/analysis/photo_result.json (benchmarks/photo_recipe.py).
-_DEMO_10K = dict(_DEMO, train_size=10_000, test_size=2_000, epochs=17, milestones=(14,))
+_DEMO_10K = dict(_DEMO, train_size=10_000, test_size=2_000, epochs=15, milestones=(12,))
 # The paper's CIFAR-scale model on the official code's default schedule.
 _PAPER_32 = dict(image_size=32, **MODEL_SIZES["official"], batch_size=200, epochs=300,
                  milestones=(250, 280), warmup_steps=500, num_workers=4, log_every=50)
