@@ -76,7 +76,8 @@ def test_data_loader_workers_are_counted_on_the_host(monkeypatch):
     monkeypatch.setattr(memory, "usable_cpus", lambda: 2)
     many = estimate_training_memory(demo.replace(num_workers=5000))  # bounded as make_loader bounds them
     assert many.workers == 2 and many.worker_bytes >= 2 * memory.WORKER_BYTES
-    assert "2 data-loader workers" in many.text()
+    assert "2 data-loader workers: " in many.text() and "(on the host)" in many.text("cuda")
+    assert f"at least {(many.total_bytes + many.worker_bytes) / memory.GIB:.2f} GiB" in many.text()  # the CPU's whole need
     # On the CPU the workers share the device's memory with the step.
     monkeypatch.setattr(memory, "device_memory", lambda device: many.total_bytes + many.worker_bytes - 1)
     with pytest.raises(ValueError, match=r"more than the .* GiB of cpu: lower .*, or num_workers$"):

@@ -47,10 +47,16 @@ class MemoryEstimate:
     def total_bytes(self) -> int:
         return self.parameter_bytes + self.activation_bytes
 
-    def text(self) -> str:
-        workers = (f"; and on the host, {self.workers} data-loader workers: {self.worker_bytes / GIB:.2f} GiB"
-                   if self.workers else "")
-        return (f"at least {self.total_bytes / GIB:.2f} GiB ({self.parameters:,} parameters: "
+    def on(self, device_type: str) -> int:
+        """Bytes on a device of this type: on the CPU the workers share its memory with the step."""
+        return self.total_bytes + (self.worker_bytes if device_type == "cpu" else 0)
+
+    def text(self, device_type: str = "cpu") -> str:
+        workers = ""
+        if self.workers:
+            where = "" if device_type == "cpu" else " (on the host)"
+            workers = f"; {self.workers} data-loader workers{where}: {self.worker_bytes / GIB:.2f} GiB"
+        return (f"at least {self.on(device_type) / GIB:.2f} GiB ({self.parameters:,} parameters: "
                 f"{self.parameter_bytes / GIB:.2f} GiB with their gradients and Adam's state; activations of a "
                 f"batch of {self.batch}: {self.activation_bytes / GIB:.2f} GiB{workers})")
 
@@ -127,11 +133,10 @@ def check_fits(config: Config, device: torch.device, batch: int | None = None, n
     device's memory (see `estimate_training_memory` for the arguments)."""
     estimate = estimate_training_memory(config, batch, n_classes, half_precision)
     capacity = device_memory(device)
-    on_device = estimate.total_bytes + (estimate.worker_bytes if device.type == "cpu" else 0)
-    if capacity is not None and on_device > capacity:
+    if capacity is not None and estimate.on(device.type) > capacity:
         fix = "lower batch_size, ndf, n_rkhs, n_depth or mixture_k" + (", or num_workers" if estimate.workers else "")
-        raise ValueError(f"training this configuration needs {estimate.text()}, more than the {capacity / GIB:.1f} GiB "
-                         f"of {device}: {fix}")
+        raise ValueError(f"training this configuration needs {estimate.text(device.type)}, more than the "
+                         f"{capacity / GIB:.1f} GiB of {device}: {fix}")
     host = device_memory(torch.device("cpu")) if device.type != "cpu" else None
     if host is not None and estimate.worker_bytes > host:
         raise ValueError(f"{estimate.workers} data-loader workers need {estimate.worker_bytes / GIB:.1f} GiB, more than "
