@@ -41,3 +41,25 @@ def test_training_and_test_inputs_use_the_data_sets_normalisation(dataset, batch
     for x in (*_views(config, grey), eval_transform_for(config)(grey)):
         assert x.shape == (3, config.image_size, config.image_size)
         assert torch.allclose(x, expected.expand_as(x), atol=1e-4), f"{dataset}: inputs normalised with other statistics"
+
+
+def test_a_loader_worker_ignores_ctrl_c_and_leaves_quietly_on_sigterm():
+    # Python's exit terminates leftover workers with SIGTERM and waits for them: a worker that ignored it would
+    # hang the exit. A quiet exit (status 0) is what the trainer's loader accepts when a group signal takes it.
+    import os
+    import signal
+    import time
+
+    from amdim_lib.run.build import make_loader
+    config = get_config("shapes", "smoke", num_workers=1)
+    loader = make_loader(torch.utils.data.TensorDataset(torch.arange(8.0)), config, torch.device("cpu"), batch_size=2)
+    batches = iter(loader)
+    next(batches)
+    (worker,) = batches._workers
+    os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert worker.is_alive(), "Ctrl-C reaches the whole group; the trainer decides, not the worker"
+    worker.terminate()
+    worker.join(timeout=10)
+    assert worker.exitcode == 0, worker.exitcode
+    del batches

@@ -219,6 +219,22 @@ def _all_ranks_finite(value: torch.Tensor, context: distributed.Context) -> bool
     return bool(finite.item())
 
 
+def _batches(loader, stop: "StopRequests"):
+    """The loader's batches, ending early where its workers went with a stop signal (a SIGTERM to the process
+    group) while this process waited for the next batch; any other loader failure is raised."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stop.requested:
+                return
+            raise
+        yield batch
+
+
 class StopRequests:
     """While active, SIGINT/SIGTERM ask the loop to stop after the current step (a second signal of either
     kind interrupts at once). Outside the main thread signals cannot be caught, and this does nothing."""
@@ -311,7 +327,7 @@ def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at
             epoch, start = divmod(state.step, per_epoch)
             sampler.set_epoch(epoch, start=start * (config.batch_size // runtime.context.world_size))
             state.model.train()
-            for batch in loader:
+            for batch in _batches(loader, stop):
                 x1, x2, y = pairs.views_on(batch, runtime.device)
                 if meter.images == 0:
                     log.events.view_pairs(x1, x2, state.step)
@@ -329,6 +345,9 @@ def _train_in(config: Config, out: Path, runtime: Runtime, resume: bool, stop_at
                     save_state(state, config, out, runtime.context)
                 if halt:
                     break
+            if stop.requested and not halt:  # the workers went with the signal before the next batch came
+                save_state(state, config, out, runtime.context)
+                halt = True
     bar.close()
     if stop.requested and runtime.context.is_main:
         print(f"{stop.requested} received: stopped after step {state.step} with a checkpoint in {out}; "
