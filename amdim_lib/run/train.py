@@ -221,14 +221,14 @@ def _all_ranks_finite(value: torch.Tensor, context: distributed.Context) -> bool
 
 def _batches(loader, stop: "StopRequests"):
     """The loader's batches, ending early where its workers went with a stop signal (a SIGTERM to the process
-    group) while this process waited for the next batch; any other loader failure is raised."""
+    group) while this process waited for the next batch; a loader failure without a stop signal is raised."""
     batches = iter(loader)
     while True:
         try:
             batch = next(batches)
         except StopIteration:
             return
-        except RuntimeError:
+        except Exception:  # a worker gone mid-batch may leave a broken pipe or a half-written batch, not only this
             if stop.requested:
                 return
             raise
