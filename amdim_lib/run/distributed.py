@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
 from ..core.encoder import ViewBatchNorm2d
@@ -101,6 +100,23 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.batch:(ctx.rank + 1) * ctx.batch]
 
 
+class _SumWithGrad(torch.autograd.Function):
+    """all_reduce (sum) whose backward is the same sum: every rank's output depends on every rank's input.
+    (Written out: torch.distributed.nn's all_reduce is deprecated and warns on every call.)"""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        total = tensor.clone()
+        dist.all_reduce(total, group=_features_group())
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, group=_features_group())
+        return total
+
+
 def mean_over_ranks(values: dict[str, torch.Tensor], context: Context) -> dict[str, torch.Tensor]:
     """The average of each scalar over ranks (for logging the global batch's losses)."""
     if not context.enabled:
@@ -133,7 +149,7 @@ class SyncedBatchNorm(ViewBatchNorm2d):
         dtype, x = x.dtype, x.float()  # statistics in float32, whatever precision autocast gives the convolutions
         dims = [0] + list(range(2, x.dim()))
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=x.dtype)
-        sums = dist_fn.all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]), group=_features_group())
+        sums = _SumWithGrad.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         channels = x.shape[1]
         n = sums[-1]
         mean = sums[:channels] / n
