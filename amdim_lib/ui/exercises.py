@@ -100,8 +100,7 @@ def expected(name: str, **setting):
     return EXERCISES[name].answer(**setting)
 
 
-def _prediction_verdict(name: str, answer, measured: dict) -> tuple[bool, str]:
-    target = EXERCISES[name].answer(measured)
+def _prediction_verdict(name: str, answer, measured: dict, target: str) -> tuple[bool, str]:
     options = {_option_key(option): option for option in measured}
     chosen = options.get(_option_key(answer)) if isinstance(answer, (str, int, float)) else None
     if chosen is None:
@@ -123,7 +122,7 @@ def verdict(name: str, answer, **setting) -> tuple[bool, str]:
     if answer is None or answer is Ellipsis:
         return False, f"{name}: no answer yet; put your answer in place of None and run the cell again"
     if isinstance(EXERCISES[name], Prediction):
-        return _prediction_verdict(name, answer, setting["measured"])
+        return _prediction_verdict(name, answer, setting["measured"], target)
     try:
         value = float(answer)
     except (TypeError, ValueError):
