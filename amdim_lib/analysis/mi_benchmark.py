@@ -239,6 +239,11 @@ def phase_statistics(result: StaircaseResult, tail: float = 0.5) -> list[dict]:
     return rows
 
 
+def per_level(rows: list[dict], label: str, key: str) -> list:
+    """One estimator's `key` ('mean', 'bias', 'std', ...) at each MI level, from `phase_statistics` rows."""
+    return [r[key] for r in rows if r["estimator"] == label]
+
+
 def statistics_table(rows: list[dict], value: str = "bias") -> str:
     """A markdown table of `value` ('bias', 'std' or 'mean') with one row per estimator, one column per MI."""
     cell = (lambda r: f"{r['bias']:+.2f}") if value == "bias" else (lambda r: f"{r[value]:.2f}")

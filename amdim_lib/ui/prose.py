@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ..analysis.mi_benchmark import per_level
 from ..analysis.results import markdown_table
 from .report import chance_losses, compute_text, format_seconds, split_records
 
@@ -54,11 +55,8 @@ def describe_losses(records: list[dict], batch_size: int) -> str:
 def describe_staircase(stats: list[dict], levels: list[float], log_k: float) -> str:
     """Where the trained critics' estimates ended on the MI staircase, and how NWJ's noise moved, from
     `mi_benchmark.phase_statistics` rows; the NWJ sentence follows what the run shows."""
-    def per_level(label: str, key: str) -> list[float]:
-        return [r[key] for r in stats if r["estimator"] == label]
-
-    infonce, nwj, mine = (per_level(label, "mean") for label in ("InfoNCE", "NWJ", "MINE"))
-    nwj_std, infonce_std = per_level("NWJ", "std"), per_level("InfoNCE", "std")
+    infonce, nwj, mine = (per_level(stats, label, "mean") for label in ("InfoNCE", "NWJ", "MINE"))
+    nwj_std, infonce_std = per_level(stats, "NWJ", "std"), per_level(stats, "InfoNCE", "std")
     return (f"At MI {levels[-1]:g} InfoNCE reports {infonce[-1]:.2f}, NWJ {nwj[-1]:.2f} and MINE {mine[-1]:.2f} "
             f"nats (log K = {log_k:.2f}). NWJ's standard deviation goes from {nwj_std[0]:.2f} to {nwj_std[-1]:.2f} "
             f"nats between MI {levels[0]:g} and {levels[-1]:g}, InfoNCE's from {infonce_std[0]:.2f} to "
@@ -176,7 +174,7 @@ def describe_all_estimators(stats: list[dict], labels, levels, log_k: float, ste
     """Appendix A1's reading of the eight estimators at the staircase's top: {"text": the Markdown, and the lists it
     names: "above_log_k", "above_infonce", "least_biased", "fell_back"}."""
     def at(label, key, index=-1):
-        return [r[key] for r in stats if r["estimator"] == label][index]
+        return per_level(stats, label, key)[index]
 
     top, infonce = levels[-1], at("InfoNCE", "mean")
     found = {"above_log_k": [label for label in labels if at(label, "mean") > log_k],
