@@ -247,10 +247,10 @@ def describe_probes(results: dict, chance: float, supervised: dict) -> str:
             "points: " + ", ".join(f"{100 * (r['mlp'] - r['linear']):+.1f} on {name}" for name, r in results.items()) + ".")
 
 
-def describe_gathering(gathering: dict, class_names, knn: dict, chance: float) -> str:
-    """How far each t-SNE map gathers the classes ({name: {class: share of same-class neighbours}}), the classes
-    that gather most, and the kNN accuracy ({name: accuracy}) that reads the same neighbourhoods."""
-    share = {name: float(np.mean(list(shares.values()))) for name, shares in gathering.items()}
+def describe_gathering(gathering: dict, share: dict, class_names, knn: dict, chance: float) -> str:
+    """How far each t-SNE map gathers the classes ({name: {class: share of same-class neighbours}}; `share`: {name:
+    its mean over classes}), the classes that gather most, and the kNN accuracy ({name: accuracy}) that reads the
+    same neighbourhoods."""
     most = sorted(gathering["AMDIM (trained)"].items(), key=lambda item: -item[1])[:3]
     accuracy = knn["AMDIM (trained)"]
     return ("Share of each point's 10 nearest neighbours in the map that show its shape: "
